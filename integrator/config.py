@@ -1,0 +1,664 @@
+"""TOML configuration: read with tomllib, resolve secret references, validate with msgspec.
+
+Validation is done section by section and component by component so that one run
+of ``integrator check`` reports every problem, each on one line naming the file,
+the TOML line, the route, the full key path, what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from integrator.errors import ConfigError
+from integrator.plugins import Registry
+from integrator.types import REDACTOR, Duration, Secret, Size
+
+CONFIG_ENV = "INTEGRATOR_CONFIG"
+SYSTEM_CONFIG = Path("/etc/integrator/integrator.toml")
+LOCAL_CONFIG = Path("config/integrator.toml")
+ROUTE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+# -- the schema -----------------------------------------------------------------------------
+
+
+class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class DaemonConfig(_Strict):
+    #: Where the store keeps inbox, outbox, DLQ and checkpoints. Relative paths are
+    #: relative to the working directory; under systemd, $STATE_DIRECTORY wins.
+    state_dir: str = "var"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["human", "json"] = "human"
+    shutdown_timeout: Duration = Duration(30)
+
+
+class StoreConfig(_Strict):
+    type: str = "sqlite"
+    #: Sources pause when this many messages wait in the store, resume below low_water.
+    high_water: int = 100_000
+    low_water: int = 80_000
+    #: Options of the chosen backend, validated by its own Options struct.
+    options: dict[str, Any] = {}
+
+
+class ListenerConfig(_Strict):
+    listen: str = "127.0.0.1:8080"
+
+
+class WebhooksConfig(_Strict):
+    listen: str = "127.0.0.1:8080"
+    max_body: Size = Size(1024 * 1024)
+
+
+class AdminConfig(_Strict):
+    listen: str = "127.0.0.1:8626"
+    token: Secret | None = None
+
+
+class RateLimitConfig(_Strict):
+    requests: float
+    per: Duration = Duration(1)
+
+
+class TLSConfig(_Strict):
+    verify: bool = True
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+class ConnectionConfig(_Strict):
+    """A reusable endpoint: pollers, sinks and lookups refer to it by name."""
+
+    url: str = ""
+    headers: dict[str, str] = {}
+    auth: dict[str, Any] | None = None
+    tls: TLSConfig = msgspec.field(default_factory=TLSConfig)
+    rate_limit: RateLimitConfig | None = None
+    max_concurrency: int | None = None
+    timeout: Duration = Duration(30)
+
+
+class RetryConfig(_Strict):
+    max_attempts: int = 10
+    max_age: Duration | None = None
+    initial: Duration = Duration(1)
+    max: Duration = Duration(300)
+    multiplier: float = 2.0
+
+
+class BreakerConfig(_Strict):
+    failure_threshold: int = 5
+    cooldown: Duration = Duration(30)
+    half_open_max: int = 1
+
+
+class ComponentSpec(msgspec.Struct, kw_only=True):
+    """A source, middleware or sink: its type, and its options once validated."""
+
+    type: str
+    options: Any = None
+    #: Sinks only: the name of its delivery records; defaults to the type.
+    name: str = ""
+    #: Sinks only: the per-sink middleware chain (rate limit, breaker, timeout…).
+    middleware: list[ComponentSpec] = []
+    retry: RetryConfig | None = None
+    breaker: BreakerConfig | None = None
+    raw: dict[str, Any] = {}
+
+
+class RouteConfig(msgspec.Struct, kw_only=True):
+    name: str
+    source: ComponentSpec
+    middleware: list[ComponentSpec]
+    sinks: list[ComponentSpec]
+    retry: RetryConfig
+    enabled: bool = True
+    description: str = ""
+    dedupe_window: Duration | None = None
+    tests: list[dict[str, Any]] = []
+    raw: dict[str, Any] = {}
+
+
+class _RouteTable(_Strict):
+    """The keys a ``[routes.NAME]`` table may have (components are checked separately)."""
+
+    source: dict[str, Any]
+    sinks: list[dict[str, Any]]
+    middleware: list[dict[str, Any]] = []
+    retry: RetryConfig = msgspec.field(default_factory=RetryConfig)
+    enabled: bool = True
+    description: str = ""
+    dedupe_window: Duration | None = None
+    tests: list[dict[str, Any]] = []
+
+
+_SINK_KEYS = {"type", "name", "middleware", "retry", "breaker"}
+_COMPONENT_KEYS = {"type"}
+
+
+@dataclass
+class Config:
+    path: Path
+    version: int = 1
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
+    connections: dict[str, ConnectionConfig] = field(default_factory=dict)
+    routes: dict[str, RouteConfig] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def state_dir(self) -> Path:
+        env = os.environ.get("STATE_DIRECTORY")
+        if env and self.daemon.state_dir == "var":
+            return Path(env.split(":")[0])
+        return Path(self.daemon.state_dir)
+
+
+_SECTIONS: dict[str, type] = {
+    "daemon": DaemonConfig,
+    "store": StoreConfig,
+    "webhooks": WebhooksConfig,
+    "admin": AdminConfig,
+}
+_TOP_LEVEL = {"version", "connections", "routes", *_SECTIONS}
+SUPPORTED_VERSIONS = (1,)
+
+
+# -- finding the file -----------------------------------------------------------------------
+
+
+def find_config(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """``-c FILE``, else ``$INTEGRATOR_CONFIG``, else /etc/integrator, else ./config."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    if SYSTEM_CONFIG.exists():
+        return SYSTEM_CONFIG
+    return LOCAL_CONFIG
+
+
+# -- value conversion -----------------------------------------------------------------------
+
+
+def dec_hook(type_: type, value: Any) -> Any:
+    """Build our config value types from TOML values (used for every Struct)."""
+    if type_ is Duration:
+        return Duration.parse(value)
+    if type_ is Size:
+        return Size.parse(value)
+    if type_ is Secret:
+        if isinstance(value, Secret):
+            return value
+        if isinstance(value, str):
+            return Secret(value)
+        raise ValueError(f"expected a secret string, found {type(value).__name__}")
+    raise NotImplementedError(f"unsupported config type {type_!r}")
+
+
+def convert(value: Any, type_: type[Any]) -> Any:
+    return msgspec.convert(value, type_, dec_hook=dec_hook, strict=True)
+
+
+# -- secret references ----------------------------------------------------------------------
+
+_REF = re.compile(r"\$\{(env|file|cred):([^}]*)\}")
+
+
+class _Unresolved(Exception):
+    pass
+
+
+def _resolve_ref(kind: str, name: str) -> str:
+    if kind == "env":
+        if name not in os.environ:
+            raise _Unresolved(f"environment variable {name} is not set")
+        return os.environ[name]
+    if kind == "file":
+        try:
+            return Path(name).read_text().rstrip("\r\n")
+        except OSError as err:
+            raise _Unresolved(f"secret file {name} cannot be read: {err.strerror}") from err
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not creds:
+        raise _Unresolved(
+            f"credential {name} needs $CREDENTIALS_DIRECTORY (systemd LoadCredential=)"
+        )
+    try:
+        return (Path(creds) / name).read_text().rstrip("\r\n")
+    except OSError as err:
+        raise _Unresolved(
+            f"credential {name} not found in $CREDENTIALS_DIRECTORY ({err.strerror})"
+        ) from err
+
+
+def resolve_references(
+    value: Any, path: tuple[str | int, ...], problems: list[tuple[tuple[str | int, ...], str]]
+) -> Any:
+    """Replace ``${env:…}``, ``${file:…}`` and ``${cred:…}`` in every string.
+
+    Resolved values are registered with the log redactor whatever field they land
+    in; a literal ``$${`` stands for ``${``.
+    """
+    if isinstance(value, str):
+        if "${" not in value:
+            return value
+
+        def sub(match: re.Match[str]) -> str:
+            try:
+                resolved = _resolve_ref(match[1], match[2])
+            except _Unresolved as err:
+                problems.append((path, str(err)))
+                return ""
+            REDACTOR.add(resolved)
+            return resolved
+
+        parts = value.split("$${")
+        return "${".join(_REF.sub(sub, part) for part in parts)
+    if isinstance(value, dict):
+        return {k: resolve_references(v, (*path, k), problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_references(v, (*path, i), problems) for i, v in enumerate(value)]
+    return value
+
+
+# -- error reporting ------------------------------------------------------------------------
+
+_MSGSPEC_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_PATH_PART = re.compile(r"\.([A-Za-z0-9_\-]+)|\[(\d+)\]|\[\.\.\.\]")
+_EXPECTED = re.compile(r"Expected `(?P<exp>[^`]+)`, got `(?P<got>[^`]+)`")
+
+
+class _Reporter:
+    """Collects problems as ``file:line: route 'r': key.path: message`` lines."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.locator = _Locator(text)
+        self.problems: list[str] = []
+
+    def add(self, keypath: tuple[str | int, ...], message: str) -> None:
+        line = self.locator.find(keypath)
+        where = f"{self.path}:{line}" if line else f"{self.path}"
+        route = ""
+        if len(keypath) >= 2 and keypath[0] == "routes":
+            route = f"route {keypath[1]!r}: "
+        dotted = _dotted(keypath) or "(top level)"
+        self.problems.append(f"{where}: {route}{dotted}: {message}")
+
+    def add_validation(
+        self, base: tuple[str | int, ...], err: msgspec.ValidationError, raw: Any
+    ) -> None:
+        match = _MSGSPEC_AT.match(str(err))
+        assert match is not None
+        message = match["msg"]
+        keypath = base
+        if match["path"]:
+            for part in _PATH_PART.finditer(match["path"]):
+                if part[1] is not None:
+                    keypath = (*keypath, part[1])
+                elif part[2] is not None:
+                    keypath = (*keypath, int(part[2]))
+        unknown = re.match(r"Object contains unknown field `([^`]+)`", message)
+        if unknown:
+            key = unknown[1]
+            container = _walk(raw, keypath[len(base) :])
+            known = _known_fields_hint(err, key)
+            self.add((*keypath, key), f"unknown key {key!r}{known}")
+            del container
+            return
+        missing = re.match(r"Object missing required field `([^`]+)`", message)
+        if missing:
+            self.add(keypath, f"missing required key {missing[1]!r}")
+            return
+        expected = _EXPECTED.search(message)
+        if expected:
+            found = _walk(raw, keypath[len(base) :])
+            message = f"expected {expected['exp']}, found {_show(found)}"
+        self.add(keypath, message)
+
+
+def _known_fields_hint(err: msgspec.ValidationError, key: str) -> str:
+    choices = getattr(err, "_known", None)
+    if not choices:
+        return ""
+    close = difflib.get_close_matches(key, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _walk(value: Any, keypath: tuple[str | int, ...]) -> Any:
+    for key in keypath:
+        try:
+            value = value[key]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return value
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return f"string {value!r}"
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, int | float):
+        return f"number {value!r}"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return repr(value)
+
+
+def _dotted(keypath: tuple[str | int, ...]) -> str:
+    out = ""
+    for key in keypath:
+        if isinstance(key, int):
+            out += f"[{key}]"
+        else:
+            text = key if re.fullmatch(r"[A-Za-z0-9_\-]+", key) else f'"{key}"'
+            out += f".{text}" if out else text
+    return out
+
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*(.+?)\s*\]\]?\s*(?:#.*)?$")
+_KEY = re.compile(r"^\s*([A-Za-z0-9_\-\"'. ]+?)\s*=")
+
+
+def _split_key(text: str) -> list[str]:
+    return [part.strip().strip("\"'") for part in re.findall(r'"[^"]*"|\'[^\']*\'|[^.]+', text)]
+
+
+class _Locator:
+    """Maps a key path to the TOML line that defines it (or its closest parent)."""
+
+    def __init__(self, text: str) -> None:
+        self.entries: list[tuple[tuple[str, ...], int]] = []
+        table: list[str] = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            header = _HEADER.match(line)
+            if header:
+                table = _split_key(header[2])
+                self.entries.append((tuple(table), number))
+                continue
+            key = _KEY.match(line)
+            if key and not line.lstrip().startswith("#"):
+                self.entries.append(((*table, *_split_key(key[1])), number))
+
+    def find(self, keypath: tuple[str | int, ...]) -> int | None:
+        wanted = tuple(str(k) for k in keypath if not isinstance(k, int))
+        best: tuple[int, int] | None = None
+        for path, number in self.entries:
+            if wanted[: len(path)] == path and (best is None or len(path) > best[0]):
+                best = (len(path), number)
+        return best[1] if best else None
+
+
+# -- loading --------------------------------------------------------------------------------
+
+
+def load_config(path: str | os.PathLike[str], registry: Registry) -> Config:
+    """Read, resolve and validate a config file; raise ConfigError listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: config file not found"]) from None
+    except OSError as err:
+        raise ConfigError([f"{path}: cannot read config file: {err.strerror}"]) from err
+    except UnicodeDecodeError as err:
+        raise ConfigError([f"{path}: config file is not UTF-8: {err}"]) from err
+    return parse_config(text, path, registry)
+
+
+def parse_config(text: str, path: Path, registry: Registry) -> Config:
+    report = _Reporter(path, text)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError([_toml_error(path, err)]) from err
+
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    data = resolve_references(data, (), problems)
+    for keypath, message in problems:
+        report.add(keypath, message)
+
+    config = Config(path=path, raw=data)
+    for key in data:
+        if key not in _TOP_LEVEL:
+            close = difflib.get_close_matches(key, sorted(_TOP_LEVEL), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            report.add((key,), f"unknown top-level key {key!r}{hint}")
+
+    version = data.get("version", 1)
+    if version not in SUPPORTED_VERSIONS:
+        report.add(("version",), f"expected one of {SUPPORTED_VERSIONS}, found {_show(version)}")
+    config.version = version if isinstance(version, int) else 1
+
+    for section, type_ in _SECTIONS.items():
+        if section in data:
+            try:
+                setattr(config, section, convert(data[section], type_))
+            except msgspec.ValidationError as err:
+                report.add_validation((section,), err, data[section])
+
+    connections = data.get("connections", {})
+    if not isinstance(connections, dict):
+        report.add(("connections",), f"expected a table, found {_show(connections)}")
+        connections = {}
+    for name, raw in connections.items():
+        try:
+            connection = convert(raw, ConnectionConfig)
+        except msgspec.ValidationError as err:
+            report.add_validation(("connections", name), err, raw)
+            continue
+        if connection.auth is not None:
+            connection.auth = _check_auth(report, registry, ("connections", name, "auth"), raw)
+        config.connections[name] = connection
+
+    routes = data.get("routes", {})
+    if not isinstance(routes, dict):
+        report.add(("routes",), f"expected a table, found {_show(routes)}")
+        routes = {}
+    for name, raw in routes.items():
+        route = _load_route(report, registry, config, name, raw)
+        if route is not None:
+            config.routes[name] = route
+
+    if report.problems:
+        raise ConfigError(report.problems)
+    return config
+
+
+def _toml_error(path: Path, err: tomllib.TOMLDecodeError) -> str:
+    message = str(err)
+    line = re.search(r"\(at line (\d+), column \d+\)", message)
+    where = f"{path}:{line[1]}" if line else str(path)
+    bare = re.sub(r"\s*\(at line \d+, column \d+\)", "", message)
+    twice = re.match(r"Cannot declare \((.*)\) twice", bare)
+    if twice:
+        parts = [p.strip().strip("'\"") for p in twice[1].split(",") if p.strip()]
+        if len(parts) == 2 and parts[0] == "routes":
+            return f"{where}: duplicate route {parts[1]!r}: route names must be unique"
+        return f"{where}: duplicate table [{'.'.join(parts)}]: each table may appear once"
+    if bare.startswith("Cannot overwrite a value"):
+        return f"{where}: duplicate key: a key may be set once per table"
+    return f"{where}: invalid TOML: {bare}"
+
+
+def _check_auth(
+    report: _Reporter, registry: Registry, keypath: tuple[str | int, ...], raw_connection: Any
+) -> dict[str, Any] | None:
+    raw = raw_connection.get("auth")
+    kind = raw.get("type") if isinstance(raw, dict) else None
+    if not isinstance(kind, str):
+        report.add(keypath, "an auth table needs a 'type' (for example 'bearer' or 'oauth2')")
+        return None
+    registered = registry.get("auth", kind)
+    if registered is None:
+        report.add(
+            (*keypath, "type"), f"unknown auth type {kind!r}: {registry.missing_hint('auth', kind)}"
+        )
+        return None
+    options = _component_options(report, registered.component, keypath, raw, {"type"})
+    return {"type": kind, "options": options}
+
+
+def _load_route(
+    report: _Reporter, registry: Registry, config: Config, name: str, raw: Any
+) -> RouteConfig | None:
+    base: tuple[str | int, ...] = ("routes", name)
+    if not ROUTE_NAME.match(name):
+        report.add(base, "a route name may hold letters, digits, '.', '_' and '-' only")
+    try:
+        table = convert(raw, _RouteTable)
+    except msgspec.ValidationError as err:
+        report.add_validation(base, err, raw)
+        return None
+    before = len(report.problems)
+    source = _component(report, registry, "source", (*base, "source"), table.source)
+    middleware = [
+        _component(report, registry, "middleware", (*base, "middleware", i), spec)
+        for i, spec in enumerate(table.middleware)
+    ]
+    if not table.sinks:
+        report.add((*base, "sinks"), "a route needs at least one sink")
+    sinks = [
+        _component(report, registry, "sink", (*base, "sinks", i), spec)
+        for i, spec in enumerate(table.sinks)
+    ]
+    _name_sinks(report, base, sinks)
+    if len(report.problems) > before or source is None:
+        return None
+    return RouteConfig(
+        name=name,
+        source=source,
+        middleware=[m for m in middleware if m is not None],
+        sinks=[s for s in sinks if s is not None],
+        retry=table.retry,
+        enabled=table.enabled,
+        description=table.description,
+        dedupe_window=table.dedupe_window,
+        tests=table.tests,
+        raw=raw,
+    )
+
+
+def _name_sinks(
+    report: _Reporter, base: tuple[str | int, ...], sinks: list[ComponentSpec | None]
+) -> None:
+    """Give each sink a stable name (its type, or ``type-N`` when a type repeats)."""
+    seen: dict[str, int] = {}
+    for sink in sinks:
+        if sink is not None:
+            seen[sink.type] = seen.get(sink.type, 0) + 1
+    counters: dict[str, int] = {}
+    names: set[str] = set()
+    for index, sink in enumerate(sinks):
+        if sink is None:
+            continue
+        if not sink.name:
+            counters[sink.type] = counters.get(sink.type, 0) + 1
+            sink.name = sink.type if seen[sink.type] == 1 else f"{sink.type}-{counters[sink.type]}"
+        if sink.name in names:
+            report.add((*base, "sinks", index, "name"), f"duplicate sink name {sink.name!r}")
+        names.add(sink.name)
+
+
+def _component(
+    report: _Reporter,
+    registry: Registry,
+    kind: str,
+    keypath: tuple[str | int, ...],
+    raw: dict[str, Any],
+) -> ComponentSpec | None:
+    type_name = raw.get("type")
+    if not isinstance(type_name, str):
+        report.add(keypath, f"a {kind} needs a 'type', found {_show(raw.get('type'))}")
+        return None
+    registered = registry.get(kind, type_name)
+    if registered is None:
+        report.add(
+            (*keypath, "type"),
+            f"unknown {kind} type {type_name!r}: {registry.missing_hint(kind, type_name)}",
+        )
+        return None
+    own_keys = _SINK_KEYS if kind == "sink" else _COMPONENT_KEYS
+    options = _component_options(report, registered.component, keypath, raw, own_keys)
+    spec = ComponentSpec(type=type_name, options=options, raw=raw)
+    if kind == "sink":
+        try:
+            common = convert(
+                {k: v for k, v in raw.items() if k in _SINK_KEYS - {"type", "middleware"}},
+                _SinkCommon,
+            )
+            spec.name, spec.retry, spec.breaker = common.name, common.retry, common.breaker
+        except msgspec.ValidationError as err:
+            report.add_validation(keypath, err, raw)
+        chain = raw.get("middleware", [])
+        if not isinstance(chain, list):
+            report.add((*keypath, "middleware"), f"expected an array, found {_show(chain)}")
+            chain = []
+        for i, item in enumerate(chain):
+            if not isinstance(item, dict):
+                report.add((*keypath, "middleware", i), f"expected a table, found {_show(item)}")
+                continue
+            sub = _component(report, registry, "middleware", (*keypath, "middleware", i), item)
+            if sub is not None:
+                spec.middleware.append(sub)
+    return spec
+
+
+class _SinkCommon(_Strict):
+    name: str = ""
+    retry: RetryConfig | None = None
+    breaker: BreakerConfig | None = None
+
+
+def _component_options(
+    report: _Reporter,
+    component: Any,
+    keypath: tuple[str | int, ...],
+    raw: dict[str, Any],
+    own_keys: set[str],
+) -> Any:
+    options_type = getattr(component, "Options", None)
+    values = {k: v for k, v in raw.items() if k not in own_keys}
+    if options_type is None:
+        return values
+    fields = {f.encode_name for f in msgspec.structs.fields(options_type)}
+    ok = True
+    for key in values:
+        if key not in fields:
+            close = difflib.get_close_matches(key, sorted(fields), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            allowed = ", ".join(sorted(fields | own_keys))
+            report.add((*keypath, key), f"unknown key {key!r}{hint}; allowed keys: {allowed}")
+            ok = False
+    if not ok:
+        return None
+    try:
+        options = convert(values, options_type)
+    except msgspec.ValidationError as err:
+        report.add_validation(keypath, err, values)
+        return None
+    check = getattr(options, "validate", None)
+    if callable(check):
+        try:
+            check()
+        except ValueError as err:
+            report.add(keypath, str(err))
+    return options

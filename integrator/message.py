@@ -1,0 +1,65 @@
+"""The Message envelope that flows from a source, through middleware, to sinks."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import msgspec
+
+
+def new_id() -> str:
+    """A time-ordered unique id (UUIDv7 layout) for messages whose source has none."""
+    ms = time.time_ns() // 1_000_000
+    rand = uuid.uuid4().int & ((1 << 74) - 1)
+    value = (
+        (ms << 80) | (0x7 << 76) | ((rand >> 62) << 64) | (0b10 << 62) | (rand & ((1 << 62) - 1))
+    )
+    return str(uuid.UUID(int=value))
+
+
+class Message(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One unit of work.
+
+    ``id`` is stable across retries and restarts (taken from the source when it has
+    one: a webhook id, a queue message id), so sinks can dedupe by it. ``headers``
+    are transport headers or properties (HTTP headers lower-cased, AMQP properties,
+    Redis stream fields…); ``attributes`` is free-form metadata that sources and
+    middleware attach (HTTP method and path, topic, poll page…).
+    """
+
+    body: Any = None
+    headers: dict[str, str] = {}
+    attributes: dict[str, Any] = {}
+    id: str = msgspec.field(default_factory=new_id)
+    created_at: float = msgspec.field(default_factory=time.time)
+    trace_id: str = ""
+
+    def evolve(self, **changes: Any) -> Message:
+        """A copy with some fields replaced, keeping id and trace unless told otherwise."""
+        return msgspec.structs.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plain-data view that expressions (filter, map) and route tests see."""
+        return {
+            "id": self.id,
+            "body": self.body,
+            "headers": self.headers,
+            "attributes": self.attributes,
+            "created_at": self.created_at,
+            "trace_id": self.trace_id,
+        }
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Message)
+
+
+def encode(message: Message) -> bytes:
+    """Serialise for the durable store (MessagePack: compact and fast)."""
+    return _encoder.encode(message)
+
+
+def decode(data: bytes) -> Message:
+    return _decoder.decode(data)

@@ -1,0 +1,218 @@
+"""The plugin manager: built-in plugins plus those found through entry points.
+
+Nothing is discovered at import time. :func:`get_plugin_manager` builds a fresh
+manager each time it is called (one per daemon, one per test), and
+:func:`build_registry` asks every plugin, one by one, what it provides, so that a
+broken plugin is reported by name and never takes the others down.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+import pluggy
+
+from integrator import hookspecs
+from integrator.components import Middleware, Sink, Source
+
+log = logging.getLogger("integrator.plugins")
+
+GROUP = "integrator"
+
+#: Built-in plugins, registered through the same hooks as third-party ones.
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "integrator.builtin.timer",
+    "integrator.builtin.stdout",
+    "integrator.builtin.file",
+    "integrator.builtin.basic",
+    "integrator.delivery.sqlite",
+)
+
+#: The hook that registers each kind of component, and the base class it must extend.
+KINDS: dict[str, tuple[str, type | None]] = {
+    "source": ("integrator_sources", Source),
+    "sink": ("integrator_sinks", Sink),
+    "middleware": ("integrator_middleware", Middleware),
+    "auth": ("integrator_auth", None),
+    "signature": ("integrator_signatures", None),
+    "codec": ("integrator_codecs", None),
+    "store": ("integrator_store_backends", None),
+}
+
+#: Which first-party distribution provides a component, for "did you install…?" hints.
+KNOWN_PROVIDERS: dict[str, str] = {
+    "redis": "integrator-redis",
+    "redis_stream": "integrator-redis",
+    "redis_pubsub": "integrator-redis",
+    "amqp": "integrator-amqp",
+    "rabbitmq": "integrator-amqp",
+    "mqtt": "integrator-mqtt",
+    "nats": "integrator-nats",
+    "jetstream": "integrator-nats",
+    "postgres": "integrator-postgres",
+    "postgres_poll": "integrator-postgres",
+    "postgres_listen": "integrator-postgres",
+}
+
+_NAME = re.compile(r"^[a-z][a-z0-9_\-]*$")
+
+
+@dataclass
+class PluginInfo:
+    """What ``integrator plugins`` shows for one plugin."""
+
+    name: str
+    version: str = ""
+    builtin: bool = False
+    status: str = "loaded"  # loaded | failed | blocked
+    error: str = ""
+    components: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class Registered:
+    name: str
+    component: Any
+    plugin: str
+
+
+@dataclass
+class Registry:
+    """Every component provided by the loaded plugins, by kind and name."""
+
+    plugins: dict[str, PluginInfo] = field(default_factory=dict)
+    components: dict[str, dict[str, Registered]] = field(
+        default_factory=lambda: {kind: {} for kind in KINDS}
+    )
+
+    def get(self, kind: str, name: str) -> Registered | None:
+        return self.components[kind].get(name)
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self.components[kind])
+
+    @property
+    def failures(self) -> list[PluginInfo]:
+        return [info for info in self.plugins.values() if info.status == "failed"]
+
+    def missing_hint(self, kind: str, name: str) -> str:
+        """Explain where a missing component would come from."""
+        known = ", ".join(self.names(kind)) or "none"
+        for info in self.failures:
+            if name == info.name or name.startswith(info.name):
+                return (
+                    f"plugin {info.name!r} would provide it but failed to load: {info.error}; "
+                    f"known {kind} types: {known}"
+                )
+        provider = KNOWN_PROVIDERS.get(name)
+        if provider:
+            return f"install it with 'pip install {provider}'; known {kind} types: {known}"
+        return f"no installed plugin provides it; known {kind} types: {known}"
+
+
+def _env_list(name: str) -> set[str] | None:
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    return {item.strip() for item in value.split(",") if item.strip()}
+
+
+def get_plugin_manager(
+    *, builtins: bool = True, entrypoints: bool = True, registry: Registry | None = None
+) -> tuple[pluggy.PluginManager, Registry]:
+    """Build a plugin manager with the built-ins and the installed plugins.
+
+    ``INTEGRATOR_DISABLE_PLUGINS`` (comma-separated names) blocks plugins, built-in
+    or not; ``INTEGRATOR_LOAD_PLUGINS`` loads only the named entry-point plugins;
+    ``INTEGRATOR_TRACE_HOOKS=1`` logs every hook call.
+    """
+    registry = registry or Registry()
+    pm = pluggy.PluginManager(GROUP)
+    pm.add_hookspecs(hookspecs)
+    blocked = _env_list("INTEGRATOR_DISABLE_PLUGINS") or set()
+    pinned = _env_list("INTEGRATOR_LOAD_PLUGINS")
+
+    if builtins:
+        for module_name in DEFAULT_PLUGINS:
+            info = PluginInfo(name=module_name, builtin=True)
+            registry.plugins[module_name] = info
+            if module_name in blocked or module_name.rsplit(".", 1)[-1] in blocked:
+                info.status = "blocked"
+                pm.set_blocked(module_name)
+                continue
+            module = importlib.import_module(module_name)
+            pm.register(module, name=module_name)
+
+    if entrypoints:
+        for ep in entry_points(group=GROUP):
+            info = PluginInfo(name=ep.name, version=ep.dist.version if ep.dist else "")
+            if ep.dist is not None:
+                info.version = ep.dist.version
+            registry.plugins[ep.name] = info
+            if ep.name in blocked or (pinned is not None and ep.name not in pinned):
+                info.status = "blocked"
+                continue
+            try:
+                plugin = ep.load()
+                pm.register(plugin, name=ep.name)
+            except Exception as err:  # any import-time failure is the plugin's, not ours
+                info.status = "failed"
+                info.error = f"{type(err).__name__}: {err}"
+                log.warning("plugin %s failed to load: %s", ep.name, info.error)
+
+    if os.environ.get("INTEGRATOR_TRACE_HOOKS"):
+        pm.trace.root.setwriter(lambda text: log.debug("hook: %s", text.rstrip()))
+        pm.enable_tracing()
+    return pm, registry
+
+
+def build_registry(pm: pluggy.PluginManager, registry: Registry | None = None) -> Registry:
+    """Ask each plugin, one at a time, for its components.
+
+    Each hook implementation is called on its own with a ``register`` callback that
+    knows which plugin is calling, so errors and duplicates name the plugin.
+    """
+    registry = registry or Registry()
+    for kind, (hook_name, base) in KINDS.items():
+        hook = getattr(pm.hook, hook_name)
+        for impl in reversed(hook.get_hookimpls()):  # registration order
+            plugin = impl.plugin_name
+            info = registry.plugins.setdefault(plugin, PluginInfo(name=plugin))
+            register = _make_register(registry, kind, base, plugin)
+            try:
+                impl.function(register=register)
+            except Exception as err:
+                info.status = "failed"
+                info.error = f"{hook_name}: {type(err).__name__}: {err}"
+                log.warning("plugin %s failed in %s: %s", plugin, hook_name, err)
+    return registry
+
+
+def _make_register(registry: Registry, kind: str, base: type | None, plugin: str) -> Any:
+    def register(name: str, component: Any) -> None:
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ValueError(
+                f"invalid {kind} name {name!r}: use lower-case letters, digits, '-' and '_'"
+            )
+        if base is not None and not (isinstance(component, type) and issubclass(component, base)):
+            raise TypeError(f"{kind} {name!r} must be a subclass of integrator.{base.__name__}")
+        existing = registry.components[kind].get(name)
+        if existing is not None and existing.plugin != plugin:
+            raise ValueError(f"{kind} {name!r} is already provided by plugin {existing.plugin!r}")
+        registry.components[kind][name] = Registered(name, component, plugin)
+        info = registry.plugins.setdefault(plugin, PluginInfo(name=plugin))
+        info.components.setdefault(kind, []).append(name)
+
+    return register
+
+
+def load_plugins() -> tuple[pluggy.PluginManager, Registry]:
+    """The manager and the registry of everything installed: what the CLI uses."""
+    pm, registry = get_plugin_manager()
+    return pm, build_registry(pm, registry)
