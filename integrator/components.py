@@ -62,7 +62,9 @@ class Intake(Protocol):
     store cannot take them, in which case nothing must be acknowledged.
     """
 
-    async def submit(self, messages: Sequence[Message]) -> None: ...
+    async def submit(self, messages: Sequence[Message]) -> list[bool]:
+        """Returns, per message, whether it was new (False: a repeat within the dedupe window)."""
+        ...
 
     async def wait_accepting(self) -> None:
         """Block while the store is above its high-water mark (backpressure)."""

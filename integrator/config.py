@@ -115,6 +115,8 @@ class ComponentSpec(msgspec.Struct, kw_only=True):
     middleware: list[ComponentSpec] = []
     retry: RetryConfig | None = None
     breaker: BreakerConfig | None = None
+    #: Sinks only: how many deliveries may be in flight at once.
+    concurrency: int = 8
     raw: dict[str, Any] = {}
 
 
@@ -144,7 +146,7 @@ class _RouteTable(_Strict):
     tests: list[dict[str, Any]] = []
 
 
-_SINK_KEYS = {"type", "name", "middleware", "retry", "breaker"}
+_SINK_KEYS = {"type", "name", "middleware", "retry", "breaker", "concurrency"}
 _COMPONENT_KEYS = {"type"}
 
 
@@ -606,6 +608,7 @@ def _component(
                 _SinkCommon,
             )
             spec.name, spec.retry, spec.breaker = common.name, common.retry, common.breaker
+            spec.concurrency = common.concurrency
         except msgspec.ValidationError as err:
             report.add_validation(keypath, err, raw)
         chain = raw.get("middleware", [])
@@ -624,6 +627,7 @@ def _component(
 
 class _SinkCommon(_Strict):
     name: str = ""
+    concurrency: int = 8
     retry: RetryConfig | None = None
     breaker: BreakerConfig | None = None
 

@@ -32,6 +32,9 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "integrator.builtin.file",
     "integrator.builtin.basic",
     "integrator.delivery.sqlite",
+    "integrator.delivery.limits",
+    "integrator.http.signatures",
+    "integrator.http.auth",
 )
 
 #: The hook that registers each kind of component, and the base class it must extend.

@@ -1,0 +1,1 @@
+"""Durable delivery: the store, retry policy, circuit breakers, rate limits and the DLQ."""

@@ -1,0 +1,585 @@
+"""The default store: one SQLite file in the state directory, WAL mode, group commit.
+
+Every write is an *operation* queued into the current batch; the first writer to get
+the commit lock commits every queued operation in one transaction on a worker
+thread, so durability costs one fsync per batch rather than one per message, and
+the event loop never blocks on disk.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+import anyio.to_thread
+import msgspec
+
+from integrator.delivery.store import DeadLetter, Delivery, InboxItem, Store
+from integrator.errors import StoreError
+from integrator.hookspecs import hookimpl
+from integrator.message import Message, decode, encode
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS inbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    route TEXT NOT NULL,
+    msg_id TEXT NOT NULL,
+    message BLOB NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL DEFAULT 0,
+    first_error TEXT NOT NULL DEFAULT '',
+    first_attempt_at REAL NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS inbox_by_route ON inbox (route, attempts, seq);
+CREATE TABLE IF NOT EXISTS deliveries (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    route TEXT NOT NULL,
+    sink TEXT NOT NULL,
+    msg_id TEXT NOT NULL,
+    message BLOB NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL DEFAULT 0,
+    first_error TEXT NOT NULL DEFAULT '',
+    last_error TEXT NOT NULL DEFAULT '',
+    first_attempt_at REAL NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deliveries_by_sink ON deliveries (route, sink, attempts, seq);
+CREATE TABLE IF NOT EXISTS dlq (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    route TEXT NOT NULL,
+    sink TEXT NOT NULL,
+    msg_id TEXT NOT NULL,
+    message BLOB NOT NULL,
+    attempts INTEGER NOT NULL,
+    first_error TEXT NOT NULL,
+    last_error TEXT NOT NULL,
+    first_attempt_at REAL NOT NULL,
+    failed_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dlq_by_route ON dlq (route, failed_at);
+CREATE TABLE IF NOT EXISTS seen (
+    route TEXT NOT NULL, msg_id TEXT NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (route, msg_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS state (
+    key TEXT PRIMARY KEY, value BLOB NOT NULL, updated_at REAL NOT NULL
+);
+"""
+
+Op = Callable[[sqlite3.Connection], tuple[Any, int]]
+"""A write: runs inside the batch transaction, returns (result, change in pending count)."""
+
+
+class SQLiteOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    #: File name inside the state directory (or an absolute path).
+    path: str = "integrator.db"
+    #: "full" survives power loss; "normal" survives a process crash (kill -9) only.
+    synchronous: Literal["full", "normal"] = "full"
+    #: How long a writer waits for another process (e.g. `integrator dlq`) to finish.
+    busy_timeout: float = 10.0
+
+
+class _Batch:
+    __slots__ = ("done", "error", "ops", "results")
+
+    def __init__(self) -> None:
+        self.ops: list[Op] = []
+        self.results: list[Any] = []
+        self.error: BaseException | None = None
+        self.done = False
+
+
+class SQLiteStore(Store):
+    Options = SQLiteOptions
+
+    def __init__(self, options: SQLiteOptions | None, state_dir: Path) -> None:
+        self.options = options or SQLiteOptions()
+        self.path = Path(state_dir) / self.options.path
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._read_lock = threading.Lock()
+        self._commit_lock = anyio.Lock()
+        self._batch = _Batch()
+        self._pending = 0
+        self._seen_sweep = 0.0
+
+    # -- connection management -------------------------------------------------------------
+
+    async def open(self) -> None:
+        await anyio.to_thread.run_sync(self._open)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=self.options.busy_timeout,
+        )
+        conn.execute(f"PRAGMA synchronous={self.options.synchronous.upper()}")
+        return conn
+
+    def _open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = self._connect()
+            self._writer.execute("PRAGMA journal_mode=WAL")
+            self._writer.executescript(SCHEMA)
+            self._writer.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+            # Prove we can write now rather than at the first message.
+            self._writer.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('opened_at', ?)", (str(time.time()),)
+            )
+            self._reader = self._connect()
+            self._pending = self._count_pending(self._reader)
+        except (sqlite3.Error, OSError) as err:
+            self._close_connections()
+            raise _store_error(self.path, err, "open") from err
+
+    async def close(self) -> None:
+        async with self._commit_lock:
+            await anyio.to_thread.run_sync(self._close_connections)
+
+    def _close_connections(self) -> None:
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                conn.close()
+        self._reader = self._writer = None
+
+    @staticmethod
+    def _count_pending(conn: sqlite3.Connection) -> int:
+        (inbox,) = conn.execute("SELECT count(*) FROM inbox").fetchone()
+        (deliveries,) = conn.execute("SELECT count(*) FROM deliveries").fetchone()
+        return int(inbox) + int(deliveries)
+
+    # -- group commit ----------------------------------------------------------------------
+
+    async def _write(self, op: Op) -> Any:
+        batch = self._batch
+        position = len(batch.ops)
+        batch.ops.append(op)
+        async with self._commit_lock:
+            if not batch.done:
+                self._batch = _Batch()
+                await anyio.to_thread.run_sync(self._commit, batch)
+        if batch.error is not None:
+            raise batch.error
+        return batch.results[position]
+
+    def _commit(self, batch: _Batch) -> None:
+        conn = self._writer
+        try:
+            if conn is None:
+                raise StoreError(f"the store at {self.path} is closed")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                outcomes = [op(conn) for op in batch.ops]
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            batch.results = [result for result, _ in outcomes]
+            self._pending += sum(delta for _, delta in outcomes)
+        except sqlite3.Error as err:
+            batch.error = _store_error(self.path, err, "write to")
+        except BaseException as err:
+            batch.error = err
+        finally:
+            batch.done = True
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        def run() -> Any:
+            with self._read_lock:
+                if self._reader is None:
+                    raise StoreError(f"the store at {self.path} is closed")
+                try:
+                    return fn(self._reader)
+                except sqlite3.Error as err:
+                    raise _store_error(self.path, err, "read from") from err
+
+        return await anyio.to_thread.run_sync(run)
+
+    # -- intake ----------------------------------------------------------------------------
+
+    async def enqueue(
+        self, route: str, messages: Sequence[Message], *, dedupe_window: float | None = None
+    ) -> list[bool]:
+        rows = [(m.id, encode(m)) for m in messages]
+        now = time.time()
+
+        def op(conn: sqlite3.Connection) -> tuple[list[bool], int]:
+            accepted: list[bool] = []
+            for msg_id, blob in rows:
+                if dedupe_window is not None:
+                    seen = conn.execute(
+                        "SELECT at FROM seen WHERE route = ? AND msg_id = ?", (route, msg_id)
+                    ).fetchone()
+                    if seen is not None and seen[0] >= now - dedupe_window:
+                        accepted.append(False)
+                        continue
+                    conn.execute(
+                        "INSERT OR REPLACE INTO seen VALUES (?, ?, ?)", (route, msg_id, now)
+                    )
+                conn.execute(
+                    "INSERT INTO inbox (route, msg_id, message, created_at) VALUES (?, ?, ?, ?)",
+                    (route, msg_id, blob, now),
+                )
+                accepted.append(True)
+            if dedupe_window is not None and now - self._seen_sweep > 60:
+                self._seen_sweep = now
+                conn.execute(
+                    "DELETE FROM seen WHERE route = ? AND at < ?", (route, now - dedupe_window)
+                )
+            return accepted, sum(accepted)
+
+        result: list[bool] = await self._write(op)
+        return result
+
+    def pending(self) -> int:
+        return self._pending
+
+    # -- route stage -----------------------------------------------------------------------
+
+    async def inbox_after(self, route: str, after: int, limit: int) -> list[InboxItem]:
+        def read(conn: sqlite3.Connection) -> list[InboxItem]:
+            rows = conn.execute(
+                "SELECT seq, message FROM inbox WHERE route = ? AND attempts = 0 AND seq > ?"
+                " ORDER BY seq LIMIT ?",
+                (route, after, limit),
+            ).fetchall()
+            return [InboxItem(seq, route, decode(blob)) for seq, blob in rows]
+
+        result: list[InboxItem] = await self._read(read)
+        return result
+
+    async def inbox_retries(self, route: str) -> list[InboxItem]:
+        def read(conn: sqlite3.Connection) -> list[InboxItem]:
+            rows = conn.execute(
+                "SELECT seq, message, attempts, next_at, first_error, first_attempt_at"
+                " FROM inbox WHERE route = ? AND attempts > 0 ORDER BY next_at",
+                (route,),
+            ).fetchall()
+            return [InboxItem(r[0], route, decode(r[1]), *r[2:]) for r in rows]
+
+        result: list[InboxItem] = await self._read(read)
+        return result
+
+    async def route_done(self, done: Sequence[tuple[InboxItem, dict[str, list[Message]]]]) -> None:
+        now = time.time()
+        work = [
+            (
+                item.seq,
+                [
+                    (item.route, sink, m.id, encode(m), now)
+                    for sink, messages in outputs.items()
+                    for m in messages
+                ],
+            )
+            for item, outputs in done
+        ]
+
+        def op(conn: sqlite3.Connection) -> tuple[None, int]:
+            delta = 0
+            for seq, rows in work:
+                deleted = conn.execute("DELETE FROM inbox WHERE seq = ?", (seq,)).rowcount
+                if not deleted:  # already done (a replay raced us): never duplicate
+                    continue
+                conn.executemany(
+                    "INSERT INTO deliveries (route, sink, msg_id, message, created_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    rows,
+                )
+                delta += len(rows) - 1
+            return None, delta
+
+        await self._write(op)
+
+    async def inbox_reschedule(self, item: InboxItem, next_at: float, error: str) -> None:
+        first_at = item.first_attempt_at or time.time()
+        first_error = item.first_error or error
+
+        def op(conn: sqlite3.Connection) -> tuple[None, int]:
+            conn.execute(
+                "UPDATE inbox SET attempts = attempts + 1, next_at = ?, first_error = ?,"
+                " first_attempt_at = ? WHERE seq = ?",
+                (next_at, first_error, first_at, item.seq),
+            )
+            return None, 0
+
+        await self._write(op)
+        item.attempts += 1
+        item.next_at, item.first_error, item.first_attempt_at = next_at, first_error, first_at
+
+    # -- sink stage ------------------------------------------------------------------------
+
+    async def deliveries_after(
+        self, route: str, sink: str, after: int, limit: int
+    ) -> list[Delivery]:
+        def read(conn: sqlite3.Connection) -> list[Delivery]:
+            rows = conn.execute(
+                "SELECT seq, message FROM deliveries WHERE route = ? AND sink = ?"
+                " AND attempts = 0 AND seq > ? ORDER BY seq LIMIT ?",
+                (route, sink, after, limit),
+            ).fetchall()
+            return [Delivery(seq, route, sink, decode(blob)) for seq, blob in rows]
+
+        result: list[Delivery] = await self._read(read)
+        return result
+
+    async def delivery_retries(self, route: str, sink: str) -> list[Delivery]:
+        def read(conn: sqlite3.Connection) -> list[Delivery]:
+            rows = conn.execute(
+                "SELECT seq, message, attempts, next_at, first_error, last_error,"
+                " first_attempt_at FROM deliveries WHERE route = ? AND sink = ? AND attempts > 0"
+                " ORDER BY next_at",
+                (route, sink),
+            ).fetchall()
+            return [Delivery(r[0], route, sink, decode(r[1]), *r[2:]) for r in rows]
+
+        result: list[Delivery] = await self._read(read)
+        return result
+
+    async def delivered(self, delivery: Delivery) -> None:
+        def op(conn: sqlite3.Connection) -> tuple[None, int]:
+            deleted = conn.execute("DELETE FROM deliveries WHERE seq = ?", (delivery.seq,)).rowcount
+            return None, -deleted
+
+        await self._write(op)
+
+    async def reschedule(self, delivery: Delivery, next_at: float, error: str) -> None:
+        first_at = delivery.first_attempt_at or time.time()
+        first_error = delivery.first_error or error
+
+        def op(conn: sqlite3.Connection) -> tuple[None, int]:
+            conn.execute(
+                "UPDATE deliveries SET attempts = attempts + 1, next_at = ?, first_error = ?,"
+                " last_error = ?, first_attempt_at = ? WHERE seq = ?",
+                (next_at, first_error, error, first_at, delivery.seq),
+            )
+            return None, 0
+
+        await self._write(op)
+        delivery.attempts += 1
+        delivery.next_at, delivery.first_error, delivery.last_error = next_at, first_error, error
+        delivery.first_attempt_at = first_at
+
+    # -- dead letters ----------------------------------------------------------------------
+
+    async def dead_letter(self, item: InboxItem | Delivery, error: str) -> DeadLetter:
+        now = time.time()
+        sink = item.sink if isinstance(item, Delivery) else ""
+        table = "deliveries" if isinstance(item, Delivery) else "inbox"
+        attempts = item.attempts + 1
+        first_error = item.first_error or error
+        first_at = item.first_attempt_at or now
+        blob = encode(item.message)
+
+        def op(conn: sqlite3.Connection) -> tuple[int | None, int]:
+            deleted = conn.execute(f"DELETE FROM {table} WHERE seq = ?", (item.seq,)).rowcount
+            if not deleted:
+                return None, 0
+            cursor = conn.execute(
+                "INSERT INTO dlq (route, sink, msg_id, message, attempts, first_error,"
+                " last_error, first_attempt_at, failed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    item.route,
+                    sink,
+                    item.message.id,
+                    blob,
+                    attempts,
+                    first_error,
+                    error,
+                    first_at,
+                    now,
+                ),
+            )
+            return cursor.lastrowid, -1
+
+        entry_id = await self._write(op)
+        return DeadLetter(
+            id=entry_id or 0,
+            route=item.route,
+            sink=sink,
+            message=item.message,
+            attempts=attempts,
+            first_error=first_error,
+            last_error=error,
+            first_attempt_at=first_at,
+            failed_at=now,
+        )
+
+    _DLQ_COLUMNS = (
+        "id, route, sink, message, attempts, first_error, last_error, first_attempt_at, failed_at"
+    )
+
+    @staticmethod
+    def _dead_letter(row: tuple[Any, ...]) -> DeadLetter:
+        return DeadLetter(row[0], row[1], row[2], decode(row[3]), *row[4:])
+
+    async def dlq_list(
+        self, *, route: str | None = None, since: float | None = None, limit: int = 100
+    ) -> list[DeadLetter]:
+        where, args = _dlq_filter(route, since)
+
+        def read(conn: sqlite3.Connection) -> list[DeadLetter]:
+            rows = conn.execute(
+                f"SELECT {self._DLQ_COLUMNS} FROM dlq {where} ORDER BY id LIMIT ?", (*args, limit)
+            ).fetchall()
+            return [self._dead_letter(row) for row in rows]
+
+        result: list[DeadLetter] = await self._read(read)
+        return result
+
+    async def dlq_get(self, entry_id: int) -> DeadLetter | None:
+        def read(conn: sqlite3.Connection) -> DeadLetter | None:
+            row = conn.execute(
+                f"SELECT {self._DLQ_COLUMNS} FROM dlq WHERE id = ?", (entry_id,)
+            ).fetchone()
+            return self._dead_letter(row) if row else None
+
+        result: DeadLetter | None = await self._read(read)
+        return result
+
+    async def dlq_count(self, route: str | None = None) -> int:
+        where, args = _dlq_filter(route, None)
+
+        def read(conn: sqlite3.Connection) -> int:
+            return int(conn.execute(f"SELECT count(*) FROM dlq {where}", args).fetchone()[0])
+
+        result: int = await self._read(read)
+        return result
+
+    async def dlq_ids(self, route: str | None = None) -> list[int]:
+        where, args = _dlq_filter(route, None)
+
+        def read(conn: sqlite3.Connection) -> list[int]:
+            return [r[0] for r in conn.execute(f"SELECT id FROM dlq {where} ORDER BY id", args)]
+
+        result: list[int] = await self._read(read)
+        return result
+
+    async def dlq_replay(self, entry_ids: Sequence[int]) -> int:
+        ids = list(entry_ids)
+        now = time.time()
+
+        def op(conn: sqlite3.Connection) -> tuple[int, int]:
+            moved = 0
+            for entry_id in ids:
+                row = conn.execute(
+                    "SELECT route, sink, msg_id, message FROM dlq WHERE id = ?", (entry_id,)
+                ).fetchone()
+                if row is None:
+                    continue
+                route, sink, msg_id, blob = row
+                if sink:
+                    conn.execute(
+                        "INSERT INTO deliveries (route, sink, msg_id, message, created_at)"
+                        " VALUES (?, ?, ?, ?, ?)",
+                        (route, sink, msg_id, blob, now),
+                    )
+                else:
+                    conn.execute(
+                        "INSERT INTO inbox (route, msg_id, message, created_at)"
+                        " VALUES (?, ?, ?, ?)",
+                        (route, msg_id, blob, now),
+                    )
+                conn.execute("DELETE FROM dlq WHERE id = ?", (entry_id,))
+                moved += 1
+            return moved, moved
+
+        result: int = await self._write(op)
+        return result
+
+    async def dlq_purge(
+        self, entry_ids: Sequence[int] | None = None, route: str | None = None
+    ) -> int:
+        ids = list(entry_ids) if entry_ids is not None else None
+
+        def op(conn: sqlite3.Connection) -> tuple[int, int]:
+            if ids is not None:
+                count = 0
+                for entry_id in ids:
+                    count += conn.execute("DELETE FROM dlq WHERE id = ?", (entry_id,)).rowcount
+                return count, 0
+            if route is not None:
+                return conn.execute("DELETE FROM dlq WHERE route = ?", (route,)).rowcount, 0
+            return conn.execute("DELETE FROM dlq").rowcount, 0
+
+        result: int = await self._write(op)
+        return result
+
+    # -- state -----------------------------------------------------------------------------
+
+    async def get_state(self, key: str) -> Any:
+        def read(conn: sqlite3.Connection) -> Any:
+            row = conn.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+            return msgspec.json.decode(row[0]) if row else None
+
+        return await self._read(read)
+
+    async def set_state(self, key: str, value: Any) -> None:
+        blob = msgspec.json.encode(value)
+        now = time.time()
+
+        def op(conn: sqlite3.Connection) -> tuple[None, int]:
+            conn.execute("INSERT OR REPLACE INTO state VALUES (?, ?, ?)", (key, blob, now))
+            return None, 0
+
+        await self._write(op)
+
+    async def depths(self) -> dict[tuple[str, str], int]:
+        def read(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
+            rows = conn.execute(
+                "SELECT route, '', count(*) FROM inbox GROUP BY route UNION ALL"
+                " SELECT route, sink, count(*) FROM deliveries GROUP BY route, sink"
+            ).fetchall()
+            return {(route, sink): count for route, sink, count in rows}
+
+        result: dict[tuple[str, str], int] = await self._read(read)
+        return result
+
+
+def _dlq_filter(route: str | None, since: float | None) -> tuple[str, tuple[Any, ...]]:
+    clauses: list[str] = []
+    args: list[Any] = []
+    if route is not None:
+        clauses.append("route = ?")
+        args.append(route)
+    if since is not None:
+        clauses.append("failed_at >= ?")
+        args.append(since)
+    return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(args)
+
+
+def _store_error(path: Path, err: BaseException, action: str) -> StoreError:
+    text = str(err)
+    if isinstance(err, OSError) and err.strerror:
+        text = err.strerror
+    advice = ""
+    lowered = text.lower()
+    if "full" in lowered or "no space" in lowered:
+        advice = "; free disk space in the state directory"
+    elif "readonly" in lowered or "read-only" in lowered or "permission" in lowered:
+        advice = "; make the state directory writable by the daemon's user"
+    elif "unable to open" in lowered:
+        advice = "; check that the state directory exists and is writable"
+    elif "locked" in lowered or "busy" in lowered:
+        advice = "; another process holds the store (a second daemon on the same state_dir?)"
+    return StoreError(f"cannot {action} the store at {path}: {text}{advice}")
+
+
+@hookimpl
+def integrator_store_backends(register: Any) -> None:
+    register("sqlite", SQLiteStore)

@@ -1,0 +1,1 @@
+"""The engine: routes, their workers, the supervisor, shutdown and reload."""

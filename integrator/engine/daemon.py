@@ -1,0 +1,257 @@
+"""The daemon: open the store, start every route, then wait for signals.
+
+SIGTERM/SIGINT stop intake, let in-flight work finish within ``shutdown_timeout``
+and leave the rest in the store. SIGHUP loads the config again: an invalid one is
+logged and ignored, a valid one restarts only the routes whose settings changed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import anyio.to_thread
+import pluggy
+
+from integrator.config import Config, RouteConfig, load_config
+from integrator.delivery.store import Store
+from integrator.engine.backpressure import Backpressure
+from integrator.engine.health import ComponentHealth
+from integrator.engine.route import RouteRuntime
+from integrator.engine.services import Services
+from integrator.errors import ConfigError, IntegratorError, StoreError
+from integrator.plugins import Registry
+from integrator.systemd import Notifier
+
+log = logging.getLogger("integrator.daemon")
+
+
+def open_store(config: Config, registry: Registry) -> Store:
+    """Build the store backend that ``[store] type`` names."""
+    registered = registry.get("store", config.store.type)
+    if registered is None:
+        raise StoreError(
+            f"{config.path}: store.type: unknown store backend {config.store.type!r}: "
+            f"{registry.missing_hint('store', config.store.type)}"
+        )
+    backend = registered.component
+    options = None
+    options_type = getattr(backend, "Options", None)
+    if options_type is not None:
+        from integrator.config import convert
+
+        options = convert(config.store.options, options_type)
+    store: Store = backend(options, config.state_dir)
+    return store
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        pm: pluggy.PluginManager,
+        registry: Registry,
+        *,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.config = config
+        self.pm = pm
+        self.registry = registry
+        self.notifier = notifier or Notifier.from_env()
+        self.routes: dict[str, RouteRuntime] = {}
+        self.services: Services | None = None
+        self._stop = anyio.Event()
+        self._tg: anyio.abc.TaskGroup | None = None
+        self.ready = anyio.Event()
+
+    # -- public controls ---------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def healthy(self) -> bool:
+        """For the watchdog: the supervisor runs and no route is failing."""
+        return self.services is not None and not self.services.health.unhealthy()
+
+    # -- main ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        store = open_store(self.config, self.registry)
+        await store.open()
+        backpressure = Backpressure(
+            store.pending,
+            self.config.store.high_water,
+            self.config.store.low_water,
+        )
+        self.services = Services(
+            config=self.config,
+            store=store,
+            pm=self.pm,
+            registry=self.registry,
+            backpressure=backpressure,
+        )
+        self._init_shared(self.services)
+        try:
+            await self._lifecycle("integrator_startup", fatal=True)
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self._handle_signals)
+                tg.start_soon(self.notifier.watchdog_loop, lambda: self.healthy)
+                for route in self.config.routes.values():
+                    await self._start_route(route)
+                self.ready.set()
+                summary = self._summary()
+                self.notifier.ready(status=summary)
+                log.info("ready: %s (state in %s)", summary, self.config.state_dir)
+                await self._stop.wait()
+                self.notifier.stopping()
+                log.info(
+                    "stopping: draining in-flight work (up to %.0fs)",
+                    self.config.daemon.shutdown_timeout,
+                )
+                await self._stop_routes(list(self.routes))
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._lifecycle("integrator_shutdown", fatal=False)
+                await store.close()
+            log.info("stopped")
+
+    def _init_shared(self, services: Services) -> None:
+        """Objects shared by every route: rate limiters and breakers keyed by name."""
+        from integrator.delivery.breaker import BreakerRegistry
+        from integrator.delivery.limits import LimiterRegistry
+
+        services.shared.setdefault("limiters", LimiterRegistry())
+        services.shared.setdefault("breakers", BreakerRegistry())
+        services.shared.setdefault("connections", self.config.connections)
+        services.shared["daemon"] = self
+
+    def _summary(self) -> str:
+        running = len(self.routes)
+        failing = len(self.services.health.unhealthy()) if self.services else 0
+        text = f"{running} route{'s' if running != 1 else ''} running"
+        return f"{text}, {failing} component(s) failing" if failing else text
+
+    async def _lifecycle(self, hook_name: str, *, fatal: bool) -> None:
+        hook = getattr(self.pm.hook, hook_name)
+        for impl in reversed(hook.get_hookimpls()):
+            try:
+                result = impl.function(daemon=self)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as err:
+                message = (
+                    f"plugin {impl.plugin_name} failed in {hook_name}: {type(err).__name__}: {err}"
+                )
+                if fatal:
+                    raise IntegratorError(message) from err
+                log.error("%s", message)
+
+    # -- routes ---------------------------------------------------------------------------
+
+    async def _start_route(self, route: RouteConfig) -> None:
+        assert self._tg is not None and self.services is not None
+        if not route.enabled:
+            log.info("route %s is disabled", route.name)
+            return
+        try:
+            runtime = RouteRuntime(route, self.services)
+        except Exception as err:  # a component refusing its options: this route only
+            health = self.services.health.component(f"{route.name}/route")
+            health.failed(f"{type(err).__name__}: {err}")
+            log.error("route %s cannot start: %s: %s", route.name, type(err).__name__, err)
+            return
+        self.routes[route.name] = runtime
+        await self._tg.start(runtime.run)
+
+    async def _stop_routes(self, names: list[str]) -> None:
+        timeout = float(self.config.daemon.shutdown_timeout)
+        async with anyio.create_task_group() as tg:
+            for name in names:
+                runtime = self.routes.pop(name, None)
+                if runtime is not None:
+                    tg.start_soon(runtime.stop, timeout)
+        if self.services is not None:
+            for name in names:
+                self.services.health.forget_route(name)
+
+    # -- signals and reload ---------------------------------------------------------------
+
+    async def _handle_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    await self.reload()
+                else:
+                    log.info("received %s", signal.Signals(signum).name)
+                    self.request_stop()
+                    return
+
+    async def reload(self, path: Path | None = None) -> bool:
+        """Load the config again; apply it only if valid. Returns whether it was applied."""
+        self.notifier.reloading()
+        try:
+            source = path or self.config.path
+            try:
+                new = await anyio.to_thread.run_sync(load_config, source, self.registry)
+            except ConfigError as err:
+                log.error("reload refused, still running the previous config:")
+                for problem in err.problems:
+                    log.error("  %s", problem)
+                return False
+            await self._apply(new)
+            return True
+        finally:
+            self.notifier.ready(status=self._summary())
+
+    async def _apply(self, new: Config) -> None:
+        old = self.config
+        for section in ("daemon", "store", "webhooks", "admin"):
+            if getattr(old, section) != getattr(new, section) and section != "daemon":
+                log.warning("[%s] changed: takes effect at the next restart", section)
+        connections_changed = old.connections != new.connections
+        changed = [
+            name
+            for name, route in old.routes.items()
+            if name not in new.routes or new.routes[name].raw != route.raw or connections_changed
+        ]
+        added = [name for name in new.routes if name not in old.routes or name in changed]
+        self.config = new
+        if self.services is not None:
+            self.services.config = new
+            self.services.shared["connections"] = new.connections
+        await self._stop_routes([n for n in changed if n in self.routes])
+        for name in added:
+            if name in new.routes:
+                await self._start_route(new.routes[name])
+        kept = len(new.routes) - len(added)
+        log.info(
+            "reloaded %s: %d route(s) restarted or added, %d removed, %d unchanged",
+            new.path,
+            len([n for n in added]),
+            len([n for n in changed if n not in new.routes]),
+            kept,
+        )
+
+    def component_health(self) -> list[ComponentHealth]:
+        return list(self.services.health.components.values()) if self.services else []
+
+
+def run_daemon(config: Config, pm: pluggy.PluginManager, registry: Registry) -> None:
+    """Run until stopped by a signal (the ``integrator run`` command)."""
+    daemon = Daemon(config, pm, registry)
+    backend_options: dict[str, Any] = {}
+    try:
+        import uvloop  # noqa: F401  (the optional integrator[fast] extra)
+
+        backend_options["use_uvloop"] = True
+    except ImportError:
+        pass
+    anyio.run(daemon.run, backend="asyncio", backend_options=backend_options)

@@ -1,0 +1,402 @@
+"""One route at run time: its source, the middleware chain worker, and a worker per sink.
+
+::
+
+    source ──submit──> inbox ──chain worker──> one delivery per sink ──sink worker──> sink
+
+Each stage reads its work from the store, so what is in flight at a crash is simply
+picked up again at the next start.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from integrator.components import Context, Middleware, Sink, Source, build_chain
+from integrator.config import ComponentSpec, RouteConfig
+from integrator.delivery.retry import RetryPolicy
+from integrator.delivery.store import Delivery, InboxItem
+from integrator.engine.health import State
+from integrator.engine.services import Services
+from integrator.engine.supervisor import supervise
+from integrator.engine.wakeup import Wakeup
+from integrator.errors import DeliveryError
+from integrator.message import Message
+
+log = logging.getLogger("integrator.route")
+
+BATCH = 256
+IDLE_POLL = 2.0  # seconds between store reads when idle (another process may replay the DLQ)
+
+
+def describe(err: BaseException) -> str:
+    """A one-line reason for logs, the DLQ and `status`, naming the middleware if known."""
+    where = getattr(err, "integrator_where", "")
+    text = err.reason if isinstance(err, DeliveryError) else f"{type(err).__name__}: {err}"
+    return f"{where}: {text}" if where else text
+
+
+class RouteIntake:
+    """The :class:`~integrator.components.Intake` a route's source submits to."""
+
+    def __init__(self, runtime: RouteRuntime) -> None:
+        self._runtime = runtime
+        self._services = runtime.services
+        window = runtime.config.dedupe_window
+        self._dedupe = None if window is None else float(window)
+
+    async def submit(self, messages: Sequence[Message]) -> list[bool]:
+        if not messages:
+            return []
+        runtime = self._runtime
+        accepted = await self._services.store.enqueue(
+            runtime.name, messages, dedupe_window=self._dedupe
+        )
+        stats = runtime.stats
+        new = sum(accepted)
+        stats.received += new
+        stats.duplicates += len(accepted) - new
+        runtime.chain_wakeup.set()
+        return accepted
+
+    @property
+    def accepting(self) -> bool:
+        return self._services.backpressure.accepting
+
+    async def wait_accepting(self) -> None:
+        await self._services.backpressure.wait_accepting()
+
+    async def load_checkpoint(self, key: str) -> Any:
+        return await self._services.store.get_state(f"checkpoint:{self._runtime.name}:{key}")
+
+    async def save_checkpoint(self, key: str, value: Any) -> None:
+        await self._services.store.set_state(f"checkpoint:{self._runtime.name}:{key}", value)
+
+
+class RouteRuntime:
+    """Builds a route's components from its config and runs them under supervision."""
+
+    def __init__(self, config: RouteConfig, services: Services) -> None:
+        self.config = config
+        self.name = config.name
+        self.services = services
+        self.stats = services.route_stats(self.name)
+        self.chain_wakeup = Wakeup()
+        self.draining = False
+        self._scope: anyio.CancelScope | None = None
+        self._source_scope: anyio.CancelScope | None = None
+        self._finished = anyio.Event()
+        self.source: Source = self._build(config.source, "source")
+        self.middleware: list[Middleware] = [
+            self._build(spec, "middleware") for spec in config.middleware
+        ]
+        self.policy = RetryPolicy.from_config(config.retry)
+        self.sinks = [SinkWorker(self, spec) for spec in config.sinks]
+        self._outputs: list[Message] = []
+
+    def context(self) -> Context:
+        return Context(
+            route=self.name,
+            config=self.services.config,
+            logger=logging.getLogger(f"integrator.route.{self.name}"),
+            services={"store": self.services.store, **self.services.shared},
+        )
+
+    def _build(self, spec: ComponentSpec, kind: str) -> Any:
+        registered = self.services.registry.get(kind, spec.type)
+        assert registered is not None, f"config validated {kind} {spec.type!r}"
+        return registered.component(spec.options, self.context())
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run until cancelled or drained; ``started`` once every component has started."""
+        health = self.services.health
+        try:
+            with anyio.CancelScope() as self._scope:
+                async with anyio.create_task_group() as tg:
+                    await tg.start(
+                        supervise, self._chain_worker, health.component(f"{self.name}/chain")
+                    )
+                    for worker in self.sinks:
+                        await tg.start(
+                            supervise,
+                            worker.run,
+                            health.component(f"{self.name}/sink:{worker.name}"),
+                        )
+                    await tg.start(
+                        supervise, self._run_source, health.component(f"{self.name}/source")
+                    )
+                    log.info(
+                        "route %s started: %s -> %d middleware -> %s",
+                        self.name,
+                        self.config.source.type,
+                        len(self.middleware),
+                        ", ".join(w.name for w in self.sinks),
+                    )
+                    task_status.started()
+        finally:
+            for key, component in health.components.items():
+                if key.startswith(f"{self.name}/"):
+                    component.set(State.STOPPED)
+            self._finished.set()
+
+    async def _run_source(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        with anyio.CancelScope() as self._source_scope:
+            if self.draining:
+                return
+            await self.source.run(RouteIntake(self), task_status=task_status)
+
+    async def stop(self, timeout: float) -> None:
+        """Stop intake, let in-flight work finish within ``timeout``, then cancel the rest."""
+        self.draining = True
+        if self._source_scope is not None:
+            self._source_scope.cancel()
+        self.chain_wakeup.set()
+        for worker in self.sinks:
+            worker.wakeup.set()
+        with anyio.move_on_after(timeout) as waited:
+            await self._finished.wait()
+        if waited.cancelled_caught:
+            log.warning("route %s: in-flight work did not finish within %.0fs", self.name, timeout)
+        if self._scope is not None:
+            self._scope.cancel()
+        await self._finished.wait()
+
+    # -- the middleware chain stage ---------------------------------------------------------------
+
+    async def _collect(self, message: Message) -> None:
+        self._outputs.append(message)
+
+    async def _chain_worker(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        store = self.services.store
+        opened: list[Middleware] = []
+        try:
+            for layer in self.middleware:
+                await layer.open()
+                opened.append(layer)
+            chain = build_chain(self.middleware, self._collect)
+            retries = [
+                (item.next_at, item.seq, item) for item in await store.inbox_retries(self.name)
+            ]
+            heapq.heapify(retries)
+            cursor = 0
+            task_status.started()
+            while not self.draining:
+                self.chain_wakeup.clear()
+                now = time.time()
+                batch: list[InboxItem] = []
+                while retries and retries[0][0] <= now and len(batch) < BATCH:
+                    batch.append(heapq.heappop(retries)[2])
+                fresh = await store.inbox_after(self.name, cursor, BATCH)
+                if fresh:
+                    cursor = fresh[-1].seq
+                    batch.extend(fresh)
+                if batch:
+                    for item in await self._process(batch, chain):
+                        heapq.heappush(retries, (item.next_at, item.seq, item))
+                    continue
+                wait = retries[0][0] - now if retries else IDLE_POLL
+                await self.chain_wakeup.wait(min(wait, IDLE_POLL))
+        finally:
+            with anyio.CancelScope(shield=True):
+                for layer in reversed(opened):
+                    await _quietly(layer.close(), f"route {self.name}: closing middleware")
+
+    async def _process(self, batch: list[InboxItem], chain: Any) -> list[InboxItem]:
+        """Run the chain on each item; commit the outcomes of the batch together."""
+        done: list[tuple[InboxItem, dict[str, list[Message]]]] = []
+        retry: list[InboxItem] = []
+        for item in batch:
+            self._outputs = []
+            try:
+                await chain(item.message)
+            except DeliveryError as err:
+                if await self._chain_failed(item, err, err.retriable, err.retry_after):
+                    retry.append(item)
+                continue
+            except Exception as err:  # a transform failing on one message: DLQ, keep flowing
+                await self._chain_failed(item, err, False, None)
+                continue
+            outputs = self._outputs
+            self.stats.processed += 1
+            if not outputs:
+                self.stats.dropped += 1
+            done.append((item, {worker.name: outputs for worker in self.sinks}))
+        if done:
+            await self.services.store.route_done(done)
+            for worker in self.sinks:
+                worker.wakeup.set()
+        return retry
+
+    async def _chain_failed(
+        self, item: InboxItem, err: BaseException, retriable: bool, retry_after: float | None
+    ) -> bool:
+        reason = describe(err)
+        now = time.time()
+        attempts = item.attempts + 1
+        first = item.first_attempt_at or now
+        if self.policy.should_retry(attempts, first, now, retriable):
+            delay = self.policy.next_delay(attempts, retry_after=retry_after)
+            await self.services.store.inbox_reschedule(item, now + delay, reason)
+            log.warning(
+                "route %s: message %s failed in the chain (attempt %d): %s; retry in %.1fs",
+                self.name,
+                item.message.id,
+                attempts,
+                reason,
+                delay,
+            )
+            return True
+        entry = await self.services.store.dead_letter(item, reason)
+        self.stats.dead += 1
+        log.error(
+            "route %s: message %s dead-lettered after %d attempt(s): %s",
+            self.name,
+            item.message.id,
+            attempts,
+            reason,
+        )
+        await self.services.announce_dead_letter(entry)
+        return False
+
+
+class SinkWorker:
+    """Delivers one sink's records with retries; ``concurrency`` deliveries at a time."""
+
+    def __init__(self, route: RouteRuntime, spec: ComponentSpec) -> None:
+        self.route = route
+        self.spec = spec
+        self.name = spec.name
+        self.wakeup = Wakeup()
+        self.stats = route.stats.sink(self.name)
+        self.policy = RetryPolicy.from_config(spec.retry or route.config.retry)
+        self.concurrency = max(1, spec.concurrency)
+        registered = route.services.registry.get("sink", spec.type)
+        assert registered is not None
+        self.sink: Sink = registered.component(spec.options, route.context())
+        self.middleware: list[Middleware] = [route._build(m, "middleware") for m in spec.middleware]
+        self._retries: list[tuple[float, int, Delivery]] = []
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        store = self.route.services.store
+        opened: list[Middleware | Sink] = []
+        try:
+            await self.sink.open()
+            opened.append(self.sink)
+            for layer in self.middleware:
+                await layer.open()
+                opened.append(layer)
+            chain = build_chain(self.middleware, self.sink.deliver)
+            self._retries = [
+                (d.next_at, d.seq, d)
+                for d in await store.delivery_retries(self.route.name, self.name)
+            ]
+            heapq.heapify(self._retries)
+            send, receive = anyio.create_memory_object_stream[Delivery](self.concurrency)
+            async with anyio.create_task_group() as tg:
+                for _ in range(self.concurrency):
+                    tg.start_soon(self._deliverer, receive.clone(), chain)
+                receive.close()
+                task_status.started()
+                async with send:
+                    await self._feed(send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                for component in reversed(opened):
+                    await _quietly(
+                        component.close(), f"route {self.route.name}: closing {self.name}"
+                    )
+
+    async def _feed(self, send: anyio.abc.ObjectSendStream[Delivery]) -> None:
+        store = self.route.services.store
+        cursor = 0
+        while not self.route.draining:
+            self.wakeup.clear()
+            now = time.time()
+            sent = 0
+            while self._retries and self._retries[0][0] <= now:
+                await send.send(heapq.heappop(self._retries)[2])
+                sent += 1
+            fresh = await store.deliveries_after(self.route.name, self.name, cursor, BATCH)
+            for delivery in fresh:
+                await send.send(delivery)
+            if fresh:
+                cursor = fresh[-1].seq
+                continue
+            if sent:
+                continue
+            wait = self._retries[0][0] - now if self._retries else IDLE_POLL
+            await self.wakeup.wait(min(wait, IDLE_POLL))
+
+    async def _deliverer(
+        self, receive: anyio.abc.ObjectReceiveStream[Delivery], chain: Any
+    ) -> None:
+        async with receive:
+            async for delivery in receive:
+                await self._deliver(delivery, chain)
+
+    async def _deliver(self, delivery: Delivery, chain: Any) -> None:
+        store = self.route.services.store
+        try:
+            await chain(delivery.message)
+        except DeliveryError as err:
+            await self._failed(delivery, describe(err), err.retriable, err.retry_after)
+        except Exception as err:  # an unexpected sink error may be transient: retry it
+            await self._failed(delivery, describe(err), True, None)
+        else:
+            await store.delivered(delivery)
+            self.stats.delivered += 1
+            self.stats.last_success_at = time.time()
+
+    async def _failed(
+        self, delivery: Delivery, reason: str, retriable: bool, retry_after: float | None
+    ) -> None:
+        store = self.route.services.store
+        now = time.time()
+        attempts = delivery.attempts + 1
+        first = delivery.first_attempt_at or now
+        self.stats.last_error, self.stats.last_error_at = reason, now
+        if self.policy.should_retry(attempts, first, now, retriable):
+            delay = self.policy.next_delay(attempts, retry_after=retry_after)
+            await store.reschedule(delivery, now + delay, reason)
+            heapq.heappush(self._retries, (delivery.next_at, delivery.seq, delivery))
+            self.stats.failed += 1
+            self.wakeup.set()
+            log.warning(
+                "route %s: sink %s failed for message %s (attempt %d): %s; retry in %.1fs",
+                self.route.name,
+                self.name,
+                delivery.message.id,
+                attempts,
+                reason,
+                delay,
+            )
+            return
+        entry = await store.dead_letter(delivery, reason)
+        self.stats.dead += 1
+        log.error(
+            "route %s: sink %s: message %s dead-lettered after %d attempt(s): %s",
+            self.route.name,
+            self.name,
+            delivery.message.id,
+            attempts,
+            reason,
+        )
+        await self.route.services.announce_dead_letter(entry)
+
+
+async def _quietly(awaitable: Any, what: str) -> None:
+    try:
+        await awaitable
+    except Exception as err:
+        log.error("%s failed: %s: %s", what, type(err).__name__, err)

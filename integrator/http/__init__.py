@@ -1,0 +1,1 @@
+"""HTTP: the webhook server, signature schemes, the HTTP client and auth providers."""

@@ -1,0 +1,143 @@
+"""``validate``: reject messages whose body does not match a JSON Schema.
+
+The schema is given inline (a TOML table) or by ``schema_file`` (a ``.json`` or
+``.toml`` file; a relative path is relative to the working directory). Its
+``$schema`` keyword picks the draft; without one, Draft 2020-12 applies. ``$ref``
+works within the schema; remote references are never fetched. The schema is read
+and checked when the config is loaded, so a broken one fails ``integrator check``.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import jsonschema.exceptions
+import jsonschema.protocols
+import jsonschema.validators
+import msgspec
+import referencing
+import referencing.exceptions
+
+from integrator.components import Context, Middleware, Next
+from integrator.errors import Reject
+from integrator.message import Message
+
+_MESSAGE_LIMIT = 200
+
+
+class ValidateOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    #: The JSON Schema, inline.
+    schema: dict[str, Any] | None = None
+    #: Or a file holding it (``.json`` or ``.toml``).
+    schema_file: str | None = None
+    #: Check ``format`` keywords (email, date, uuid, ipv4…) as assertions.
+    check_formats: bool = True
+    #: How many violations a rejection reason lists at most (the rest are counted).
+    max_errors: int = 20
+
+    def validate(self) -> None:
+        build_validator(self)
+
+
+def load_schema(options: ValidateOptions) -> dict[str, Any]:
+    """The schema from ``schema`` or ``schema_file``; ValueError when neither or both."""
+    if (options.schema is None) == (options.schema_file is None):
+        raise ValueError("give exactly one of 'schema' (a table) or 'schema_file' (a path)")
+    if options.schema is not None:
+        return options.schema
+    assert options.schema_file is not None
+    path = Path(options.schema_file)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"schema_file: cannot read {path}: {err}") from err
+    try:
+        schema = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except ValueError as err:  # both JSONDecodeError and TOMLDecodeError
+        raise ValueError(f"schema_file: {path} is not valid: {err}") from err
+    if not isinstance(schema, dict):
+        raise ValueError(f"schema_file: {path} must hold an object")
+    return schema
+
+
+def build_validator(options: ValidateOptions) -> jsonschema.protocols.Validator:
+    """A validator for the configured schema, or ValueError if the schema is invalid."""
+    if options.max_errors < 1:
+        raise ValueError("max_errors: must be at least 1")
+    schema = load_schema(options)
+    cls = _validator_class(schema)
+    try:
+        cls.check_schema(schema)
+    except jsonschema.exceptions.SchemaError as err:
+        where = "schema_file" if options.schema_file else "schema"
+        raise ValueError(
+            f"{where}: not a valid JSON Schema: at {err.json_path}: {_short(err.message)}"
+        ) from err
+    checker = cls.FORMAT_CHECKER if options.check_formats else None
+    # An empty registry: $ref resolves inside the schema, and nothing is fetched.
+    return cls(schema, registry=referencing.Registry(), format_checker=checker)
+
+
+def _validator_class(schema: dict[str, Any]) -> Any:
+    """The draft named by ``$schema``; Draft 2020-12 when there is none."""
+    if "$schema" not in schema:
+        return jsonschema.Draft202012Validator
+    cls = jsonschema.validators.validator_for(schema, default=None)  # type: ignore[arg-type]
+    if cls is None:
+        raise ValueError(f"schema: unknown $schema {schema['$schema']!r}")
+    return cls
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _MESSAGE_LIMIT else text[: _MESSAGE_LIMIT - 3] + "..."
+
+
+def _order(error: jsonschema.exceptions.ValidationError) -> tuple[Any, ...]:
+    path = [(0, part, "") if isinstance(part, int) else (1, 0, str(part)) for part in error.path]
+    return (path, error.message)
+
+
+def violations(validator: jsonschema.protocols.Validator, body: Any) -> list[str]:
+    """Every violation of the schema by ``body``, as ``path: message``, in path order."""
+    errors = sorted(validator.iter_errors(body), key=_order)
+    return [f"{error.json_path}: {_short(error.message)}" for error in errors]
+
+
+class ValidateMiddleware(Middleware):
+    """Reject a message whose body does not match the JSON Schema, listing every violation.
+
+    The body must already be data: a body still in bytes is rejected with a hint to
+    ``convert`` it first.
+    """
+
+    Options = ValidateOptions
+    description = "reject bodies that do not match a JSON Schema"
+
+    def __init__(self, options: Any, context: Context) -> None:
+        super().__init__(options, context)
+        self.validator = build_validator(options)
+
+    async def __call__(self, message: Message, call_next: Next) -> None:
+        body = message.body
+        if isinstance(body, bytes | bytearray | memoryview):
+            raise Reject(
+                "validate: the body is bytes, not data; decode it first, "
+                'e.g. { type = "convert", from = "json" }'
+            )
+        try:
+            found = violations(self.validator, body)
+        except referencing.exceptions.Unresolvable as err:
+            raise Reject(f"validate: the schema has a reference that cannot be resolved: {err}")
+        if found:
+            limit = self.options.max_errors
+            shown = found[:limit]
+            if len(found) > limit:
+                shown.append(f"and {len(found) - limit} more")
+            count = f"{len(found)} violation" + ("" if len(found) == 1 else "s")
+            raise Reject(f"validate: body does not match the schema ({count}): " + "; ".join(shown))
+        await call_next(message)
