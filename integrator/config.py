@@ -57,13 +57,51 @@ class ListenerConfig(_Strict):
 
 
 class WebhooksConfig(_Strict):
+    """The one HTTP listener that serves every webhook route (see docs/webhooks.md)."""
+
+    #: ``host:port`` (``[::1]:8080`` for IPv6; port 0 picks a free one); ``""`` for no
+    #: TCP listener, when ``unix_socket`` is set.
     listen: str = "127.0.0.1:8080"
+    #: Also listen on this Unix socket path (for a reverse proxy on the same host).
+    unix_socket: str | None = None
+    #: PEM certificate chain and private key: serve HTTPS. Both or neither.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    #: The largest body a route accepts unless it sets its own ``max_body`` (413).
     max_body: Size = Size(1024 * 1024)
+    #: How long a sender may take to send the body before it gets 408.
+    read_timeout: Duration = Duration(30)
+    #: ``Retry-After`` of the 503 answered while the store is over its high-water mark.
+    retry_after: Duration = Duration(10)
+
+    def __post_init__(self) -> None:
+        from integrator.http.server import parse_listen
+
+        if self.listen:
+            parse_listen(self.listen)
+        elif not self.unix_socket:
+            raise ValueError("listen: empty, and no unix_socket: the listener would serve nothing")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key: give both (HTTPS) or neither (HTTP)")
 
 
 class AdminConfig(_Strict):
+    """The admin listener: health, readiness, metrics, the admin API and the status page."""
+
+    #: ``false`` runs no admin listener at all (no health checks, no metrics).
+    enabled: bool = True
+    #: ``host:port`` (``[::1]:8626`` for IPv6; port 0 picks a free one). Beyond loopback
+    #: it needs a ``token``.
     listen: str = "127.0.0.1:8626"
+    #: Bearer token for the admin API (and ``/metrics`` with ``metrics_auth``).
     token: Secret | None = None
+    #: Ask for the token on ``/metrics`` too (Prometheus ``authorization`` setting).
+    metrics_auth: bool = False
+
+    def __post_init__(self) -> None:
+        from integrator.admin.security import check_exposure
+
+        check_exposure(self)
 
 
 class RateLimitConfig(_Strict):
@@ -300,7 +338,8 @@ class _Reporter:
         if len(keypath) >= 2 and keypath[0] == "routes":
             route = f"route {keypath[1]!r}: "
         dotted = _dotted(keypath) or "(top level)"
-        self.problems.append(f"{where}: {route}{dotted}: {message}")
+        # A value that came from a secret reference must not be echoed back.
+        self.problems.append(REDACTOR.redact(f"{where}: {route}{dotted}: {message}"))
 
     def add_validation(
         self, base: tuple[str | int, ...], err: msgspec.ValidationError, raw: Any
@@ -317,11 +356,7 @@ class _Reporter:
                     keypath = (*keypath, int(part[2]))
         unknown = re.match(r"Object contains unknown field `([^`]+)`", message)
         if unknown:
-            key = unknown[1]
-            container = _walk(raw, keypath[len(base) :])
-            known = _known_fields_hint(err, key)
-            self.add((*keypath, key), f"unknown key {key!r}{known}")
-            del container
+            self.add((*keypath, unknown[1]), f"unknown key {unknown[1]!r}")
             return
         missing = re.match(r"Object missing required field `([^`]+)`", message)
         if missing:
@@ -332,14 +367,6 @@ class _Reporter:
             found = _walk(raw, keypath[len(base) :])
             message = f"expected {expected['exp']}, found {_show(found)}"
         self.add(keypath, message)
-
-
-def _known_fields_hint(err: msgspec.ValidationError, key: str) -> str:
-    choices = getattr(err, "_known", None)
-    if not choices:
-        return ""
-    close = difflib.get_close_matches(key, choices, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _walk(value: Any, keypath: tuple[str | int, ...]) -> Any:
@@ -452,20 +479,17 @@ def parse_config(text: str, path: Path, registry: Registry) -> Config:
 
     for section, type_ in _SECTIONS.items():
         if section in data:
-            try:
-                setattr(config, section, convert(data[section], type_))
-            except msgspec.ValidationError as err:
-                report.add_validation((section,), err, data[section])
+            value = _convert_checked(report, (section,), data[section], type_)
+            if value is not None:
+                setattr(config, section, value)
 
     connections = data.get("connections", {})
     if not isinstance(connections, dict):
         report.add(("connections",), f"expected a table, found {_show(connections)}")
         connections = {}
     for name, raw in connections.items():
-        try:
-            connection = convert(raw, ConnectionConfig)
-        except msgspec.ValidationError as err:
-            report.add_validation(("connections", name), err, raw)
+        connection = _convert_checked(report, ("connections", name), raw, ConnectionConfig)
+        if connection is None:
             continue
         if connection.auth is not None:
             connection.auth = _check_auth(report, registry, ("connections", name, "auth"), raw)
@@ -525,25 +549,39 @@ def _load_route(
     base: tuple[str | int, ...] = ("routes", name)
     if not ROUTE_NAME.match(name):
         report.add(base, "a route name may hold letters, digits, '.', '_' and '-' only")
-    try:
-        table = convert(raw, _RouteTable)
-    except msgspec.ValidationError as err:
-        report.add_validation(base, err, raw)
+    if not isinstance(raw, dict):
+        report.add(base, f"expected a table, found {_show(raw)}")
         return None
     before = len(report.problems)
-    source = _component(report, registry, "source", (*base, "source"), table.source)
+    # The route's own keys first; components are checked even when those are wrong,
+    # so that one run reports every problem.
+    table = _convert_checked(
+        report, base, raw, _RouteTable, ignore={"source", "sinks", "middleware"}
+    )
+    if "source" not in raw:
+        report.add(
+            base, "missing required key 'source' (the table that says where messages come from)"
+        )
+    if "sinks" not in raw:
+        report.add(base, "missing required key 'sinks' (an array of tables: where messages go)")
+    source = None
+    if isinstance(raw.get("source"), dict):
+        source = _component(report, registry, "source", (*base, "source"), raw["source"])
+    elif "source" in raw:
+        report.add((*base, "source"), f"expected a table, found {_show(raw['source'])}")
     middleware = [
         _component(report, registry, "middleware", (*base, "middleware", i), spec)
-        for i, spec in enumerate(table.middleware)
+        for i, spec in enumerate(_tables(report, (*base, "middleware"), raw.get("middleware", [])))
     ]
-    if not table.sinks:
+    sink_tables = _tables(report, (*base, "sinks"), raw.get("sinks", []))
+    if "sinks" in raw and isinstance(raw["sinks"], list) and not raw["sinks"]:
         report.add((*base, "sinks"), "a route needs at least one sink")
     sinks = [
         _component(report, registry, "sink", (*base, "sinks", i), spec)
-        for i, spec in enumerate(table.sinks)
+        for i, spec in enumerate(sink_tables)
     ]
     _name_sinks(report, base, sinks)
-    if len(report.problems) > before or source is None:
+    if len(report.problems) > before or source is None or table is None:
         return None
     return RouteConfig(
         name=name,
@@ -557,6 +595,48 @@ def _load_route(
         tests=table.tests,
         raw=raw,
     )
+
+
+def _tables(report: _Reporter, keypath: tuple[str | int, ...], value: Any) -> list[dict[str, Any]]:
+    """The tables of an array of tables, reporting anything else found in it."""
+    if not isinstance(value, list):
+        report.add(keypath, f"expected an array of tables, found {_show(value)}")
+        return []
+    tables = []
+    for index, item in enumerate(value):
+        if isinstance(item, dict):
+            tables.append(item)
+        else:
+            report.add((*keypath, index), f"expected a table, found {_show(item)}")
+    return tables
+
+
+def _convert_checked(
+    report: _Reporter,
+    keypath: tuple[str | int, ...],
+    raw: Any,
+    type_: type[Any],
+    ignore: frozenset[str] | set[str] = frozenset(),
+) -> Any:
+    """Convert ``raw`` to ``type_``, reporting every unknown key (with a suggestion) first."""
+    if not isinstance(raw, dict):
+        report.add(keypath, f"expected a table, found {_show(raw)}")
+        return None
+    fields = {f.encode_name for f in msgspec.structs.fields(type_)}
+    unknown = [key for key in raw if key not in fields and key not in ignore]
+    for key in unknown:
+        close = difflib.get_close_matches(key, sorted(fields | set(ignore)), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        report.add((*keypath, key), f"unknown key {key!r}{hint}")
+    values = {k: v for k, v in raw.items() if k not in ignore and k not in unknown}
+    if ignore:
+        # Placeholders for the keys checked elsewhere keep required fields satisfied.
+        values.update({k: raw[k] for k in ignore if k in raw and k in fields})
+    try:
+        return convert(values, type_)
+    except msgspec.ValidationError as err:
+        report.add_validation(keypath, err, values)
+        return None
 
 
 def _name_sinks(

@@ -30,7 +30,9 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "integrator.builtin.timer",
     "integrator.builtin.stdout",
     "integrator.builtin.file",
+    "integrator.builtin.webhook",
     "integrator.builtin.basic",
+    "integrator.transforms.plugin",
     "integrator.delivery.sqlite",
     "integrator.delivery.limits",
     "integrator.http.signatures",
@@ -149,7 +151,13 @@ def get_plugin_manager(
                 info.status = "blocked"
                 pm.set_blocked(module_name)
                 continue
-            module = importlib.import_module(module_name)
+            try:
+                module = importlib.import_module(module_name)
+            except Exception as err:  # e.g. an optional dependency missing: report, go on
+                info.status = "failed"
+                info.error = f"{type(err).__name__}: {err}"
+                log.error("built-in plugin %s failed to load: %s", module_name, info.error)
+                continue
             pm.register(module, name=module_name)
 
     if entrypoints:
@@ -184,7 +192,7 @@ def build_registry(pm: pluggy.PluginManager, registry: Registry | None = None) -
     registry = registry or Registry()
     for kind, (hook_name, base) in KINDS.items():
         hook = getattr(pm.hook, hook_name)
-        for impl in reversed(hook.get_hookimpls()):  # registration order
+        for impl in hook.get_hookimpls():  # registration order
             plugin = impl.plugin_name
             info = registry.plugins.setdefault(plugin, PluginInfo(name=plugin))
             register = _make_register(registry, kind, base, plugin)

@@ -103,6 +103,7 @@ class Daemon:
                 self._tg = tg
                 tg.start_soon(self._handle_signals)
                 tg.start_soon(self.notifier.watchdog_loop, lambda: self.healthy)
+                await self._start_listeners(tg)
                 for route in self.config.routes.values():
                     await self._start_route(route)
                 self.ready.set()
@@ -123,6 +124,14 @@ class Daemon:
                 await store.close()
             log.info("stopped")
 
+    async def _start_listeners(self, tg: anyio.abc.TaskGroup) -> None:
+        """Start the shared listeners (webhooks, admin) before the routes that use them."""
+        # -- listeners (webhooks, admin) start here --
+        from integrator.http.server import start_webhook_listener
+
+        assert self.services is not None
+        await start_webhook_listener(self.config, self.services.shared, tg)
+
     def _init_shared(self, services: Services) -> None:
         """Objects shared by every route: rate limiters and breakers keyed by name."""
         from integrator.delivery.breaker import BreakerRegistry
@@ -141,7 +150,7 @@ class Daemon:
 
     async def _lifecycle(self, hook_name: str, *, fatal: bool) -> None:
         hook = getattr(self.pm.hook, hook_name)
-        for impl in reversed(hook.get_hookimpls()):
+        for impl in hook.get_hookimpls():
             try:
                 result = impl.function(daemon=self)
                 if inspect.isawaitable(result):

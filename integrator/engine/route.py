@@ -90,6 +90,8 @@ class RouteRuntime:
         self.stats = services.route_stats(self.name)
         self.chain_wakeup = Wakeup()
         self.draining = False
+        self.paused = False
+        self._resumed = anyio.Event()
         self._scope: anyio.CancelScope | None = None
         self._source_scope: anyio.CancelScope | None = None
         self._finished = anyio.Event()
@@ -151,14 +153,35 @@ class RouteRuntime:
             self._finished.set()
 
     async def _run_source(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        with anyio.CancelScope() as self._source_scope:
-            if self.draining:
+        while not self.draining:
+            if self.paused:
+                task_status.started()
+                await self._resumed.wait()
+                continue
+            with anyio.CancelScope() as self._source_scope:
+                await self.source.run(RouteIntake(self), task_status=task_status)
                 return
-            await self.source.run(RouteIntake(self), task_status=task_status)
+            # cancelled by pause(): loop and wait for resume()
+
+    def pause(self) -> None:
+        """Stop taking new messages (the source stops); queued work keeps flowing."""
+        if not self.paused:
+            self.paused = True
+            self._resumed = anyio.Event()
+            if self._source_scope is not None:
+                self._source_scope.cancel()
+            log.info("route %s paused", self.name)
+
+    def resume(self) -> None:
+        if self.paused:
+            self.paused = False
+            self._resumed.set()
+            log.info("route %s resumed", self.name)
 
     async def stop(self, timeout: float) -> None:
         """Stop intake, let in-flight work finish within ``timeout``, then cancel the rest."""
         self.draining = True
+        self._resumed.set()
         if self._source_scope is not None:
             self._source_scope.cancel()
         self.chain_wakeup.set()
@@ -285,6 +308,17 @@ class SinkWorker:
         assert registered is not None
         self.sink: Sink = registered.component(spec.options, route.context())
         self.middleware: list[Middleware] = [route._build(m, "middleware") for m in spec.middleware]
+        if spec.breaker is not None:
+            # The ``breaker`` shorthand is the breaker middleware, outermost, keyed by sink.
+            from integrator.delivery.breaker import BreakerMiddleware
+
+            options = BreakerMiddleware.Options(
+                failure_threshold=spec.breaker.failure_threshold,
+                cooldown=spec.breaker.cooldown,
+                half_open_max=spec.breaker.half_open_max,
+                key=f"sink:{route.name}/{self.name}",
+            )
+            self.middleware.insert(0, BreakerMiddleware(options, route.context()))
         self._retries: list[tuple[float, int, Delivery]] = []
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:

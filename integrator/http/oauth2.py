@@ -20,7 +20,7 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal
 from urllib.parse import quote
 
 import aiohttp
@@ -45,6 +45,7 @@ _MAX_BODY = 1024 * 1024
 _STALE_RETRY_DELAY = 5.0
 #: Error codes of RFC 6749 §5.2 that no retry can fix: (what it means, what to do).
 _REFUSALS: dict[str, tuple[str, str]] = {
+    "invalid_grant": ("the grant was refused", "check the client at the server, then reload"),
     "invalid_client": (
         "client authentication failed",
         "check client_id, client_secret and auth_method, then reload",
@@ -60,6 +61,10 @@ _REFUSALS: dict[str, tuple[str, str]] = {
         "check 'grant', then reload",
     ),
 }
+_REFRESH_TOKEN_REFUSED = (
+    "refresh token revoked or expired",
+    "obtain a new refresh token and reload",
+)
 _TRANSIENT_CODES = {"temporarily_unavailable", "server_error", "slow_down"}
 
 
@@ -147,16 +152,14 @@ class OAuth2Auth(AuthProvider):
     async def access_token(self) -> str:
         """A usable access token: the cached one, or a new one when it is due."""
         self._raise_if_failed()
-        now = time.time()
         token = self._token
-        if token is not None and (token.fresh(now) or now < self._quiet_until):
+        if token is not None and self._usable(token):
             return token.access_token
         async with self._lock:
             self._raise_if_failed()  # the request we waited for may have failed for good
             await self._load_saved()
             token = self._token
-            now = time.time()
-            if token is not None and (token.fresh(now) or now < self._quiet_until):
+            if token is not None and self._usable(token):
                 return token.access_token
             try:
                 token = await self._obtain()
@@ -213,6 +216,11 @@ class OAuth2Auth(AuthProvider):
     def _configured_refresh_token(self) -> str | None:
         secret = self.options.refresh_token
         return secret.reveal() if secret is not None else None
+
+    def _usable(self, token: _Token) -> bool:
+        """Fresh, or due but kept while a failed refresh waits to be retried."""
+        now = time.time()
+        return token.fresh(now) or (now < self._quiet_until and not token.expired(now))
 
     def _raise_if_failed(self) -> None:
         if self._failure is not None:
@@ -289,7 +297,7 @@ class OAuth2Auth(AuthProvider):
 
     def _token_request(self) -> tuple[dict[str, str], dict[str, str]]:
         options = self.options
-        form = {"grant_type": options.grant}
+        form: dict[str, str] = {"grant_type": options.grant}
         if options.grant == "refresh_token":
             assert self._refresh_token is not None  # Options.validate requires one
             form["refresh_token"] = self._refresh_token
@@ -345,64 +353,51 @@ class OAuth2Auth(AuthProvider):
     def _accept(
         self, status: int, body: bytes, retry_after: float | None, sent_at: float
     ) -> _Token:
-        """Turn the token endpoint's answer into a token or a typed error (§5.1, §5.2)."""
-        data = _json_object(body)
-        if 200 <= status < 300:
-            access = data.get("access_token") if data is not None else None
-            if not isinstance(access, str) or not access:
-                raise AuthError(
-                    f"OAuth2 token endpoint {self._where} answered {status} without an access_token"
-                )
-            kind = data.get("token_type") if data is not None else None
-            if kind is not None and str(kind).lower() != "bearer":
-                raise AuthError(
-                    f"OAuth2 token endpoint {self._where} issued a {str(kind)[:40]!r} token; "
-                    "only bearer tokens are supported",
-                    permanent=True,
-                )
-            assert data is not None
-            rotated = data.get("refresh_token")
-            if self.options.grant == "refresh_token" and isinstance(rotated, str) and rotated:
-                if rotated != self._refresh_token:
-                    log.info("OAuth2 refresh token for %s was rotated", self._where)
-                self._refresh_token = rotated
-            lifetime = _number(data.get("expires_in"))
-            if lifetime is None or lifetime <= 0:
-                return _Token(access, None, None)
-            margin = min(float(self.options.refresh_margin), lifetime / 2)
-            return _Token(access, sent_at + lifetime, sent_at + lifetime - margin)
+        """Turn the token endpoint's answer into a token (§5.1) or a typed error (§5.2)."""
+        data = _json_object(body) or {}
+        if not 200 <= status < 300:
+            raise self._error(status, data, retry_after)
+        access, kind = data.get("access_token"), data.get("token_type")
+        if not isinstance(access, str) or not access:
+            raise AuthError(f"OAuth2 token endpoint {self._where} answered without access_token")
+        if kind is not None and str(kind).lower() != "bearer":
+            raise AuthError(
+                f"OAuth2 token endpoint {self._where} issued a {str(kind)[:40]!r} token; "
+                "only bearer tokens are supported",
+                permanent=True,
+            )
+        rotated = data.get("refresh_token")
+        if self.options.grant == "refresh_token" and isinstance(rotated, str) and rotated:
+            if rotated != self._refresh_token:
+                log.info("OAuth2 refresh token for %s was rotated", self._where)
+            self._refresh_token = rotated
+        lifetime = _number(data.get("expires_in"))
+        if lifetime is None or lifetime <= 0:
+            return _Token(access, None, None)  # valid until the API answers 401
+        margin = min(float(self.options.refresh_margin), lifetime / 2)
+        return _Token(access, sent_at + lifetime, sent_at + lifetime - margin)
 
-        code = data.get("error") if data is not None else None
-        code = code if isinstance(code, str) else None
-        detail = data.get("error_description") if data is not None else None
+    def _error(self, status: int, data: dict[str, Any], retry_after: float | None) -> AuthError:
+        code = data.get("error") if isinstance(data.get("error"), str) else None
+        detail = data.get("error_description")
         said = f" (server said: {self._scrub(detail)[:200]})" if isinstance(detail, str) else ""
-        if code == "invalid_grant":
-            if self.options.grant == "refresh_token":
-                meaning, remedy = (
-                    "refresh token revoked or expired",
-                    ("obtain a new refresh token and reload"),
-                )
-            else:
-                meaning, remedy = "the grant was refused", "check the client at the server"
-            return self._refused(code, meaning, remedy, said)
         if code in _REFUSALS:
             meaning, remedy = _REFUSALS[code]
-            return self._refused(code, meaning.format(grant=self.options.grant), remedy, said)
+            if code == "invalid_grant" and self.options.grant == "refresh_token":
+                meaning, remedy = _REFRESH_TOKEN_REFUSED
+            return AuthError(
+                f"OAuth2 token request to {self._where} was refused: {code} "
+                f"({meaning.format(grant=self.options.grant)}); {remedy}{said}",
+                permanent=True,
+                code=code,
+            )
         transient = status >= 500 or status in (408, 429) or code in _TRANSIENT_CODES
         what = f"HTTP {status}" + (f", {code[:60]}" if code else "")
-        raise AuthError(
+        return AuthError(
             f"OAuth2 token request to {self._where} failed: {what}{said}",
             permanent=not transient,
             code=code,
             retry_after=retry_after,
-        )
-
-    def _refused(self, code: str, meaning: str, remedy: str, said: str) -> NoReturn:
-        raise AuthError(
-            f"OAuth2 token request to {self._where} was refused: {code} ({meaning}); "
-            f"{remedy}{said}",
-            permanent=True,
-            code=code,
         )
 
     def _scrub(self, text: str) -> str:

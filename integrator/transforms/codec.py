@@ -52,7 +52,7 @@ class Codec:
     json_model: ClassVar[bool] = False
 
     def __init__(self, options: Any = None) -> None:
-        self.options = options if options is not None else self.Options()
+        self.options: Any = options if options is not None else self.Options()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.options!r})"

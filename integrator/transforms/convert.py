@@ -69,7 +69,9 @@ def make_codec(spec: FormatSpec, codecs: Mapping[str, type[Codec]], option: str)
         values = dict(spec)
         name = values.pop("format", None)
         if not isinstance(name, str):
-            raise ValueError(f"{option}: a format table needs 'format', e.g. {{ format = \"csv\" }}")
+            raise ValueError(
+                f"{option}: a format table needs 'format', e.g. {{ format = \"csv\" }}"
+            )
     cls = codecs.get(name)
     if cls is None:
         known = ", ".join(sorted(codecs))

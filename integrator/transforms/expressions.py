@@ -107,7 +107,7 @@ def compile_expression(source: str) -> Expression:
     try:
         parsed = jmespath.compile(source)
     except jmespath.exceptions.JMESPathError as err:
-        raise ExpressionError(source, _one_line(str(err))) from err
+        raise ExpressionError(source, _parse_problem(err)) from err
     _check_functions(source, parsed.parsed)
     return Expression(source, parsed)
 
@@ -136,6 +136,16 @@ def _check_functions(source: str, node: Any) -> None:
             )
     for child in children:
         _check_functions(source, child)
+
+
+def _parse_problem(err: jmespath.exceptions.JMESPathError) -> str:
+    problem = _one_line(str(err))
+    position = getattr(err, "lex_position", None)
+    if isinstance(position, int) and "column" not in problem:
+        problem += f" at column {position}"
+    if getattr(err, "token_value", None) == "-":
+        problem += " (quote names that hold '-', as in headers.\"x-github-event\")"
+    return problem
 
 
 def _one_line(text: str) -> str:

@@ -132,7 +132,9 @@ class ValidateMiddleware(Middleware):
         try:
             found = violations(self.validator, body)
         except referencing.exceptions.Unresolvable as err:
-            raise Reject(f"validate: the schema has a reference that cannot be resolved: {err}")
+            raise Reject(
+                f"validate: the schema has a reference that cannot be resolved: {err}"
+            ) from err
         if found:
             limit = self.options.max_errors
             shown = found[:limit]

@@ -91,9 +91,9 @@ class XmlCodec(Codec):
         except defusedxml.DefusedXmlException as err:
             raise CodecError(f"refused XML: {_refusal(err)}") from err
         except xml.sax.SAXParseException as err:
+            column = (err.getColumnNumber() or 0) + 1  # expat counts from 0
             raise CodecError(
-                f"invalid XML: line {err.getLineNumber()}, column {err.getColumnNumber()}: "
-                f"{err.getMessage()}"
+                f"invalid XML: line {err.getLineNumber()}, column {column}: {err.getMessage()}"
             ) from err
         except xml.sax.SAXException as err:
             raise CodecError(f"invalid XML: {err.getMessage()}") from err
@@ -139,7 +139,7 @@ class _Builder(xml.sax.handler.ContentHandler):
         self.stack: list[tuple[str, dict[str, Any], list[str]]] = []
         self.document: dict[str, Any] | None = None
 
-    def startElement(self, name: str, attrs: Any) -> None:  # noqa: N802 (SAX's name)
+    def startElement(self, name: str, attrs: Any) -> None:
         if len(self.stack) >= self.max_depth:
             raise CodecError(f"invalid XML: nested deeper than max_depth ({self.max_depth})")
         node = {f"@{key}": value for key, value in attrs.items()}
@@ -149,7 +149,7 @@ class _Builder(xml.sax.handler.ContentHandler):
         if self.stack:
             self.stack[-1][2].append(content)
 
-    def endElement(self, name: str) -> None:  # noqa: N802 (SAX's name)
+    def endElement(self, name: str) -> None:
         name, node, chunks = self.stack.pop()
         text = "".join(chunks).strip()
         value: Any

@@ -1,0 +1,309 @@
+"""The engine: middleware onion, per-sink isolation, retries, DLQ, supervision."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+
+from integrator import (
+    DeliveryError,
+    Intake,
+    Message,
+    Middleware,
+    Next,
+    Reject,
+    Sink,
+    Source,
+    hookimpl,
+)
+
+# -- test components -----------------------------------------------------------------------
+
+
+class ListOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    bodies: list[Any] = []
+
+
+class ListSource(Source):
+    """Emits its configured bodies once, then idles."""
+
+    Options = ListOptions
+
+    async def run(self, intake: Intake, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        await intake.submit(
+            [Message(body=b, id=f"m{i}") for i, b in enumerate(self.options.bodies)]
+        )
+        await anyio.sleep_forever()
+
+
+CRASHES: dict[str, int] = {}
+
+
+class CrashingSource(Source):
+    """Crashes twice, then emits one message: the supervisor must keep restarting it."""
+
+    async def run(self, intake: Intake, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        CRASHES["count"] = CRASHES.get("count", 0) + 1
+        if CRASHES["count"] <= 2:
+            raise RuntimeError(f"crash number {CRASHES['count']}")
+        await intake.submit([Message(body={"survived": CRASHES["count"]})])
+        await anyio.sleep_forever()
+
+
+class Split(Middleware):
+    async def __call__(self, message: Message, call_next: Next) -> None:
+        for i, item in enumerate(message.body["items"]):
+            await call_next(message.evolve(body=item, id=f"{message.id}:{i}"))
+
+
+class Observe(Middleware):
+    SEEN: list[str] = []
+
+    async def __call__(self, message: Message, call_next: Next) -> None:
+        Observe.SEEN.append(f"before {message.id}")
+        await call_next(message)
+        Observe.SEEN.append(f"after {message.id}")
+
+
+class RejectOdd(Middleware):
+    async def __call__(self, message: Message, call_next: Next) -> None:
+        if message.body["n"] % 2:
+            raise Reject(f"odd number {message.body['n']}")
+        await call_next(message)
+
+
+class FlakyOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    fail_times: int = 1
+    retriable: bool = True
+
+
+class FlakySink(Sink):
+    """Fails the first ``fail_times`` deliveries of each message."""
+
+    Options = FlakyOptions
+    ATTEMPTS: dict[str, int] = {}
+    DELIVERED: list[str] = []
+
+    async def deliver(self, message: Message) -> None:
+        count = FlakySink.ATTEMPTS[message.id] = FlakySink.ATTEMPTS.get(message.id, 0) + 1
+        if count <= self.options.fail_times:
+            raise DeliveryError(f"flaky failure {count}", retriable=self.options.retriable)
+        FlakySink.DELIVERED.append(message.id)
+
+
+class BrokenSink(Sink):
+    async def deliver(self, message: Message) -> None:
+        raise DeliveryError("remote is down")
+
+
+class TestPlugin:
+    @hookimpl
+    def integrator_sources(self, register: Any) -> None:
+        register("list", ListSource)
+        register("crashing", CrashingSource)
+
+    @hookimpl
+    def integrator_middleware(self, register: Any) -> None:
+        register("t-split", Split)
+        register("observe", Observe)
+        register("reject-odd", RejectOdd)
+
+    @hookimpl
+    def integrator_sinks(self, register: Any) -> None:
+        register("flaky", FlakySink)
+        register("broken", BrokenSink)
+
+
+def lines(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+# -- tests ------------------------------------------------------------------------------------
+
+
+async def test_a_message_flows_from_source_through_middleware_to_every_sink(
+    run_route, tmp_path: Path
+) -> None:
+    out_a, out_b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    toml = f"""
+    [routes.r]
+    source = {{ type = "list", bodies = [{{ items = [1, 2, 3] }}] }}
+    middleware = [{{ type = "t-split" }}]
+    sinks = [{{ type = "file", path = "{out_a}", name = "a" }}, {{ type = "file", path = "{out_b}", name = "b" }}]
+    """
+    async with run_route(toml, TestPlugin()) as d:
+        await d.wait_delivered("r", 3)
+    assert [m["body"] for m in lines(out_a)] == [1, 2, 3]
+    assert [m["id"] for m in lines(out_b)] == ["m0:0", "m0:1", "m0:2"]
+
+
+async def test_a_middleware_wraps_the_rest_of_the_chain(run_route, tmp_path: Path) -> None:
+    Observe.SEEN.clear()
+    toml = f"""
+    [routes.r]
+    source = {{ type = "list", bodies = [{{ items = ["x"] }}] }}
+    middleware = [{{ type = "observe" }}, {{ type = "t-split" }}]
+    sinks = [{{ type = "file", path = "{tmp_path / "o.jsonl"}" }}]
+    """
+    async with run_route(toml, TestPlugin()) as d:
+        await d.wait_delivered("r", 1)
+    assert Observe.SEEN == ["before m0", "after m0"]
+
+
+async def test_a_dropped_message_reaches_no_sink(run_route, tmp_path: Path) -> None:
+    out = tmp_path / "o.jsonl"
+    toml = f"""
+    [routes.r]
+    source = {{ type = "list", bodies = [1, 2] }}
+    middleware = [{{ type = "drop" }}]
+    sinks = [{{ type = "file", path = "{out}" }}]
+    """
+    async with run_route(toml, TestPlugin()) as d:
+        await d.wait_for(lambda: d.services.stats["r"].dropped == 2, what="two drops")
+        assert d.services.store.pending() == 0
+    assert lines(out) == []
+
+
+async def test_a_rejected_message_goes_to_the_dlq_and_the_rest_flow(
+    run_route, tmp_path: Path
+) -> None:
+    out = tmp_path / "o.jsonl"
+    toml = f"""
+    [routes.r]
+    source = {{ type = "list", bodies = [{{ n = 1 }}, {{ n = 2 }}, {{ n = 3 }}, {{ n = 4 }}] }}
+    middleware = [{{ type = "reject-odd" }}]
+    sinks = [{{ type = "file", path = "{out}" }}]
+    """
+    async with run_route(toml, TestPlugin()) as d:
+        await d.wait_delivered("r", 2)
+        dead = await d.services.store.dlq_list(route="r")
+    assert [m["body"]["n"] for m in lines(out)] == [2, 4]
+    assert sorted(e.message.body["n"] for e in dead) == [1, 3]
+    assert {e.last_error for e in dead} == {"odd number 1", "odd number 3"}
+    assert all(e.sink == "" and e.attempts == 1 for e in dead)
+
+
+async def test_a_retriable_failure_is_retried_until_delivered(run_route) -> None:
+    FlakySink.ATTEMPTS.clear()
+    FlakySink.DELIVERED.clear()
+    toml = """
+    [routes.r]
+    source = { type = "list", bodies = ["a", "b"] }
+    sinks = [{ type = "flaky", fail_times = 2 }]
+    retry = { max_attempts = 5, initial = "10ms", max = "20ms" }
+    """
+    async with run_route(toml, TestPlugin()) as d:
+        await d.wait_delivered("r", 2)
+        assert d.services.stats["r"].sinks["flaky"].failed == 4
+    assert sorted(FlakySink.DELIVERED) == ["m0", "m1"]
+    assert FlakySink.ATTEMPTS == {"m0": 3, "m1": 3}
+
+
+async def test_exhausted_attempts_go_to_the_dlq_with_first_and_last_error(run_route) -> None:
+    FlakySink.ATTEMPTS.clear()
+    toml = """
+    [routes.r]
+    source = { type = "list", bodies = ["a"] }
+    sinks = [{ type = "flaky", fail_times = 10 }]
+    retry = { max_attempts = 3, initial = "5ms", max = "10ms" }
+    """
+    async with run_route(toml, TestPlugin()) as d:
+        await d.wait_for(
+            lambda: d.services.stats["r"].sinks["flaky"].dead == 1, what="a dead letter"
+        )
+        (entry,) = await d.services.store.dlq_list()
+    assert (entry.route, entry.sink, entry.attempts) == ("r", "flaky", 3)
+    assert entry.first_error == "flaky failure 1"
+    assert entry.last_error == "flaky failure 3"
+
+
+async def test_a_non_retriable_failure_goes_straight_to_the_dlq(run_route) -> None:
+    FlakySink.ATTEMPTS.clear()
+    toml = """
+    [routes.r]
+    source = { type = "list", bodies = ["a"] }
+    sinks = [{ type = "flaky", fail_times = 1, retriable = false }]
+    """
+    async with run_route(toml, TestPlugin()) as d:
+        await d.wait_for(
+            lambda: d.services.stats["r"].sinks["flaky"].dead == 1, what="a dead letter"
+        )
+    assert FlakySink.ATTEMPTS == {"m0": 1}
+
+
+async def test_a_failing_sink_neither_blocks_nor_duplicates_another(
+    run_route, tmp_path: Path
+) -> None:
+    out = tmp_path / "o.jsonl"
+    toml = f"""
+    [routes.r]
+    source = {{ type = "list", bodies = [1, 2, 3] }}
+    sinks = [{{ type = "broken" }}, {{ type = "file", path = "{out}" }}]
+    retry = {{ max_attempts = 1000, initial = "50ms", max = "50ms" }}
+    """
+    async with run_route(toml, TestPlugin()) as d:
+        await d.wait_delivered("r", 3, sink="file")
+        await anyio.sleep(0.2)  # give a duplicate the chance to appear
+        depths = await d.services.store.depths()
+    assert [m["body"] for m in lines(out)] == [1, 2, 3]
+    assert depths == {("r", "broken"): 3}
+
+
+async def test_a_crashing_source_is_restarted_while_other_routes_flow(
+    run_route, tmp_path: Path
+) -> None:
+    CRASHES.clear()
+    healthy_out, crashing_out = tmp_path / "healthy.jsonl", tmp_path / "crashing.jsonl"
+    toml = f"""
+    [routes.healthy]
+    source = {{ type = "timer", interval = "20ms" }}
+    sinks = [{{ type = "file", path = "{healthy_out}" }}]
+
+    [routes.crashy]
+    source = {{ type = "crashing" }}
+    sinks = [{{ type = "file", path = "{crashing_out}" }}]
+    """
+    async with run_route(toml, TestPlugin()) as d:
+        health = d.services.health.component("crashy/source")
+        await d.wait_for(lambda: health.restarts >= 1, what="a restart")
+        assert health.last_error == "RuntimeError: crash number 1"
+        await d.wait_delivered("crashy", 1, timeout=15)
+        assert health.restarts == 2
+        assert health.state == "running"
+        await d.wait_delivered("healthy", 5)
+    assert lines(crashing_out)[0]["body"] == {"survived": 3}
+
+
+async def test_undelivered_work_survives_a_restart(tmp_path: Path) -> None:
+    from integrator.testing import running_daemon
+
+    FlakySink.ATTEMPTS.clear()
+    FlakySink.DELIVERED.clear()
+    state = tmp_path / "state"
+    first = """
+    [routes.r]
+    source = { type = "list", bodies = ["kept"] }
+    sinks = [{ type = "flaky", fail_times = 1 }]
+    retry = { max_attempts = 5, initial = "1h", max = "1h" }
+    """
+    async with running_daemon(first, state, TestPlugin()) as d:
+        await d.wait_for(lambda: d.services.stats["r"].sinks["flaky"].failed == 1, what="a failure")
+    # Same route, but now the retry is due at once: the daemon picks it up from the store.
+    second = first.replace('bodies = ["kept"]', "bodies = []").replace('"1h"', '"1ms"')
+    store_path = state / "integrator.db"
+    assert store_path.exists()
+    import sqlite3
+
+    with sqlite3.connect(store_path) as conn:
+        conn.execute("UPDATE deliveries SET next_at = 0")
+    async with running_daemon(second, state, TestPlugin()) as d:
+        await d.wait_delivered("r", 1)
+    assert FlakySink.DELIVERED == ["m0"]
