@@ -131,6 +131,9 @@ class Daemon:
 
         assert self.services is not None
         await start_webhook_listener(self.config, self.services.shared, tg)
+        from integrator.admin.server import start_admin_listener
+
+        await start_admin_listener(self, tg)
 
     def _init_shared(self, services: Services) -> None:
         """Objects shared by every route: rate limiters and breakers keyed by name."""
@@ -140,6 +143,9 @@ class Daemon:
         services.shared.setdefault("limiters", LimiterRegistry())
         services.shared.setdefault("breakers", BreakerRegistry())
         services.shared.setdefault("connections", self.config.connections)
+        from integrator.transforms.convert import codecs_from_registry
+
+        services.shared.setdefault("codecs", codecs_from_registry(self.registry))
         services.shared["daemon"] = self
 
     def _summary(self) -> str:
