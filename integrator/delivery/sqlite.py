@@ -577,6 +577,8 @@ def _store_error(path: Path, err: BaseException, action: str) -> StoreError:
         advice = "; check that the state directory exists and is writable"
     elif "locked" in lowered or "busy" in lowered:
         advice = "; another process holds the store (a second daemon on the same state_dir?)"
+    elif action == "open":
+        advice = "; daemon.state_dir must be a directory the daemon's user can write"
     return StoreError(f"cannot {action} the store at {path}: {text}{advice}")
 
 

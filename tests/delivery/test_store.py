@@ -145,5 +145,8 @@ async def test_an_unusable_state_directory_is_a_clear_store_error(tmp_path: Path
     blocker = state / "sub"
     blocker.write_text("not a directory")
     store = SQLiteStore(SQLiteOptions(path="sub/integrator.db"), state)
-    with pytest.raises(StoreError, match=r"cannot open the store at .*sub/integrator.db"):
+    with pytest.raises(
+        StoreError,
+        match=r"cannot open the store at .*sub/integrator.db: .*; daemon.state_dir must be a directory",
+    ):
         await store.open()
