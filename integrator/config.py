@@ -155,6 +155,9 @@ class ComponentSpec(msgspec.Struct, kw_only=True):
     breaker: BreakerConfig | None = None
     #: Sinks only: how many deliveries may be in flight at once.
     concurrency: int = 8
+    #: Sinks only: another sink of the route that takes over a delivery when this
+    #: one's breaker is open or its attempts are exhausted.
+    fallback: str | None = None
     raw: dict[str, Any] = {}
 
 
@@ -184,7 +187,7 @@ class _RouteTable(_Strict):
     tests: list[dict[str, Any]] = []
 
 
-_SINK_KEYS = {"type", "name", "middleware", "retry", "breaker", "concurrency"}
+_SINK_KEYS = {"type", "name", "middleware", "retry", "breaker", "concurrency", "fallback"}
 _COMPONENT_KEYS = {"type"}
 
 
@@ -658,6 +661,16 @@ def _name_sinks(
         if sink.name in names:
             report.add((*base, "sinks", index, "name"), f"duplicate sink name {sink.name!r}")
         names.add(sink.name)
+    for index, sink in enumerate(sinks):
+        if sink is None or sink.fallback is None:
+            continue
+        if sink.fallback == sink.name or sink.fallback not in names:
+            others = ", ".join(sorted(names - {sink.name})) or "none"
+            report.add(
+                (*base, "sinks", index, "fallback"),
+                f"expected the name of another sink of this route ({others}), "
+                f"found {sink.fallback!r}",
+            )
 
 
 def _component(
@@ -689,6 +702,7 @@ def _component(
             )
             spec.name, spec.retry, spec.breaker = common.name, common.retry, common.breaker
             spec.concurrency = common.concurrency
+            spec.fallback = common.fallback
         except msgspec.ValidationError as err:
             report.add_validation(keypath, err, raw)
         chain = raw.get("middleware", [])
@@ -708,6 +722,7 @@ def _component(
 class _SinkCommon(_Strict):
     name: str = ""
     concurrency: int = 8
+    fallback: str | None = None
     retry: RetryConfig | None = None
     breaker: BreakerConfig | None = None
 

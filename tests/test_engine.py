@@ -310,3 +310,85 @@ async def test_undelivered_work_survives_a_restart(tmp_path: Path) -> None:
     async with running_daemon(second, state, TestPlugin()) as d:
         await d.wait_delivered("r", 1)
     assert FlakySink.DELIVERED == ["m0"]
+
+
+class Choose(Middleware):
+    """Sends even numbers to sink "even", odd to "odd", and 0 to both."""
+
+    async def __call__(self, message: Message, call_next: Next) -> None:
+        n = message.body
+        targets = ["even", "odd"] if n == 0 else (["even"] if n % 2 == 0 else ["odd"])
+        await call_next(
+            message.evolve(attributes={**message.attributes, "integrator.sinks": targets})
+        )
+
+
+class ChoosePlugin:
+    @hookimpl
+    def integrator_middleware(self, register: Any) -> None:
+        register("t-choose", Choose)
+
+
+async def test_the_chain_can_choose_the_sinks_of_a_message(run_route, tmp_path: Path) -> None:
+    even, odd = tmp_path / "even.jsonl", tmp_path / "odd.jsonl"
+    toml = f"""
+    [routes.r]
+    source = {{ type = "list", bodies = [0, 1, 2, 3] }}
+    middleware = [{{ type = "t-choose" }}]
+    sinks = [{{ type = "file", path = "{even}", name = "even" }}, {{ type = "file", path = "{odd}", name = "odd" }}]
+    """
+    async with run_route(toml, TestPlugin(), ChoosePlugin()) as d:
+        await d.wait_delivered("r", 2)
+    assert sorted(m["body"] for m in lines(even)) == [0, 2]
+    assert sorted(m["body"] for m in lines(odd)) == [0, 1, 3]
+
+
+async def test_exhausted_attempts_go_to_the_fallback_sink(run_route, tmp_path: Path) -> None:
+    out = tmp_path / "fallback.jsonl"
+    toml = f"""
+    [routes.r]
+    source = {{ type = "list", bodies = ["a", "b"] }}
+    sinks = [
+        {{ type = "broken", fallback = "spare", retry = {{ max_attempts = 2, initial = "5ms", max = "5ms" }} }},
+        {{ type = "file", path = "{out}", name = "spare" }},
+    ]
+    """
+    async with run_route(toml, TestPlugin()) as d:
+        await d.wait_for(lambda: len(lines(out)) == 4, what="4 lines: 2 direct, 2 handed over")
+        assert d.services.stats["r"].sinks["broken"].rerouted == 2
+        assert await d.services.store.dlq_count() == 0
+
+
+async def test_an_open_breaker_hands_deliveries_to_the_fallback(run_route, tmp_path: Path) -> None:
+    out = tmp_path / "fallback.jsonl"
+    toml = f"""
+    [routes.r]
+    source = {{ type = "list", bodies = [1, 2, 3, 4, 5, 6] }}
+    sinks = [
+        {{ type = "broken", fallback = "spare", concurrency = 1, breaker = {{ failure_threshold = 2, cooldown = "1h" }}, retry = {{ max_attempts = 100, initial = "1ms", max = "1ms" }} }},
+        {{ type = "file", path = "{out}", name = "spare", concurrency = 1 }},
+    ]
+    """
+    async with run_route(toml, TestPlugin()) as d:
+        await d.wait_for(lambda: len(lines(out)) == 12, what="every message also via the fallback")
+        broken = d.services.stats["r"].sinks["broken"]
+        assert broken.rerouted == 6
+        assert broken.failed <= 3, "after the breaker opened, no attempt was burned"
+
+
+def test_a_fallback_must_name_another_sink(tmp_path: Path) -> None:
+    from integrator.config import parse_config
+    from integrator.errors import ConfigError
+    from integrator.testing import make_registry
+
+    _, registry = make_registry()
+    text = '[routes.r]\nsource = { type = "timer" }\nsinks = [{ type = "stdout", fallback = "nope" }]\n'
+    try:
+        parse_config(text, tmp_path / "c.toml", registry)
+    except ConfigError as err:
+        assert (
+            "routes.r.sinks[0].fallback: expected the name of another sink of this route (none), found 'nope'"
+            in str(err)
+        )
+    else:
+        raise AssertionError("accepted a fallback to nowhere")

@@ -375,6 +375,23 @@ class SQLiteStore(Store):
         delivery.next_at, delivery.first_error, delivery.last_error = next_at, first_error, error
         delivery.first_attempt_at = first_at
 
+    async def reroute(self, delivery: Delivery, sink: str, error: str) -> None:
+        now = time.time()
+        blob = encode(delivery.message)
+        first_error = f"{delivery.sink}: {error}"
+
+        def op(conn: sqlite3.Connection) -> tuple[None, int]:
+            # A new row, so the fallback's worker sees it after its read cursor.
+            if conn.execute("DELETE FROM deliveries WHERE seq = ?", (delivery.seq,)).rowcount:
+                conn.execute(
+                    "INSERT INTO deliveries (route, sink, msg_id, message, first_error,"
+                    " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (delivery.route, sink, delivery.message.id, blob, first_error, now),
+                )
+            return None, 0
+
+        await self._write(op)
+
     # -- dead letters ----------------------------------------------------------------------
 
     async def dead_letter(self, item: InboxItem | Delivery, error: str) -> DeadLetter:

@@ -141,6 +141,13 @@ class Store(abc.ABC):
     async def reschedule(self, delivery: Delivery, next_at: float, error: str) -> None:
         """Record a failed attempt and when to try again."""
 
+    @abc.abstractmethod
+    async def reroute(self, delivery: Delivery, sink: str, error: str) -> None:
+        """Hand a delivery over to another sink of its route (a fallback), attempts reset.
+
+        ``error`` is kept as the first error so the fallback's DLQ entry tells the story.
+        """
+
     # -- dead letters ----------------------------------------------------------------------
 
     @abc.abstractmethod

@@ -32,6 +32,10 @@ from integrator.message import Message
 
 log = logging.getLogger("integrator.route")
 
+#: A message attribute naming the sinks that should get it (set by ``switch``);
+#: absent, every sink of the route does.
+TARGETS = "integrator.sinks"
+
 BATCH = 256
 IDLE_POLL = 2.0  # seconds between store reads when idle (another process may replay the DLQ)
 
@@ -254,12 +258,34 @@ class RouteRuntime:
             self.stats.processed += 1
             if not outputs:
                 self.stats.dropped += 1
-            done.append((item, {worker.name: outputs for worker in self.sinks}))
+            done.append((item, self._by_sink(outputs)))
         if done:
             await self.services.store.route_done(done)
             for worker in self.sinks:
                 worker.wakeup.set()
         return retry
+
+    def _by_sink(self, outputs: list[Message]) -> dict[str, list[Message]]:
+        """Which sink gets which output: all of them, unless the chain chose (``switch``)."""
+        chosen: dict[str, list[Message]] = {worker.name: [] for worker in self.sinks}
+        for message in outputs:
+            targets = message.attributes.get(TARGETS)
+            if targets is None:
+                for messages in chosen.values():
+                    messages.append(message)
+                continue
+            for name in targets:
+                if name in chosen:
+                    chosen[name].append(message)
+                else:
+                    log.warning(
+                        "route %s: message %s names unknown sink %r; known: %s",
+                        self.name,
+                        message.id,
+                        name,
+                        ", ".join(chosen),
+                    )
+        return {name: messages for name, messages in chosen.items() if messages}
 
     async def _chain_failed(
         self, item: InboxItem, err: BaseException, retriable: bool, retry_after: float | None
@@ -308,6 +334,8 @@ class SinkWorker:
         assert registered is not None
         self.sink: Sink = registered.component(spec.options, route.context())
         self.middleware: list[Middleware] = [route._build(m, "middleware") for m in spec.middleware]
+        self.fallback = spec.fallback
+        self.breaker: Any = None
         if spec.breaker is not None:
             # The ``breaker`` shorthand is the breaker middleware, outermost, keyed by sink.
             from integrator.delivery.breaker import BreakerMiddleware
@@ -318,7 +346,9 @@ class SinkWorker:
                 half_open_max=spec.breaker.half_open_max,
                 key=f"sink:{route.name}/{self.name}",
             )
-            self.middleware.insert(0, BreakerMiddleware(options, route.context()))
+            breaker_layer = BreakerMiddleware(options, route.context())
+            self.breaker = breaker_layer.breaker
+            self.middleware.insert(0, breaker_layer)
         self._retries: list[tuple[float, int, Delivery]] = []
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
@@ -381,6 +411,9 @@ class SinkWorker:
 
     async def _deliver(self, delivery: Delivery, chain: Any) -> None:
         store = self.route.services.store
+        if self.fallback and self.breaker is not None and self.breaker.state.value == "open":
+            await self._hand_over(delivery, "circuit breaker open")
+            return
         try:
             await chain(delivery.message)
         except DeliveryError as err:
@@ -416,6 +449,9 @@ class SinkWorker:
                 delay,
             )
             return
+        if self.fallback:
+            await self._hand_over(delivery, reason)
+            return
         entry = await store.dead_letter(delivery, reason)
         self.stats.dead += 1
         log.error(
@@ -427,6 +463,23 @@ class SinkWorker:
             reason,
         )
         await self.route.services.announce_dead_letter(entry)
+
+    async def _hand_over(self, delivery: Delivery, reason: str) -> None:
+        """Give a delivery to this sink's fallback instead of failing it."""
+        assert self.fallback is not None
+        await self.route.services.store.reroute(delivery, self.fallback, reason)
+        self.stats.rerouted += 1
+        log.warning(
+            "route %s: sink %s hands message %s to fallback %s: %s",
+            self.route.name,
+            self.name,
+            delivery.message.id,
+            self.fallback,
+            reason,
+        )
+        for worker in self.route.sinks:
+            if worker.name == self.fallback:
+                worker.wakeup.set()
 
 
 async def _quietly(awaitable: Any, what: str) -> None:

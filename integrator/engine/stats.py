@@ -55,6 +55,7 @@ class SinkStats:
     delivered: int = 0
     failed: int = 0  # attempts that failed and will be retried
     dead: int = 0
+    rerouted: int = 0  # handed to the sink's fallback
     last_success_at: float | None = None
     last_error: str = ""
     last_error_at: float | None = None
