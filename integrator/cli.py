@@ -9,6 +9,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -81,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
         "plugins", "list installed plugins and the components they provide", cmd_plugins
     )
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
+
+    audit = command("audit", "show the audit trail: reloads, admin actions, DLQ changes", cmd_audit)
+    config_option(audit)
+    audit.add_argument("--state-dir", help="use this state directory instead of the config's")
+    audit.add_argument("--since", help="only newer than a duration ago ('1h') or an ISO date")
+    audit.add_argument("--action", help="only this action (e.g. config.reload, dlq.replay)")
+    audit.add_argument("--limit", type=int, default=50)
+    audit.add_argument("--json", action="store_true")
 
     dlq = command("dlq", "list, show, replay or purge dead letters", None)
     dlq_commands = dlq.add_subparsers(title="dlq commands", metavar="ACTION")
@@ -187,6 +196,18 @@ def _dlq_store(args: argparse.Namespace) -> Any:
     return open_store(config, registry)
 
 
+def cli_actor() -> str:
+    """Who runs this command, for the audit trail."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = f"uid {os.getuid()}"
+    return f"{user}@{socket.gethostname()} (cli)"
+
+
 def _with_store(args: argparse.Namespace, action: Any) -> Any:
     async def go() -> Any:
         store = _dlq_store(args)
@@ -256,6 +277,23 @@ def cmd_dlq_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    since = _parse_since(args.since)
+    entries = _with_store(
+        args, lambda s: s.audit_list(since=since, action=args.action, limit=args.limit)
+    )
+    if args.json:
+        print(json.dumps(msgspec.to_builtins(entries), indent=2))
+        return EXIT_OK
+    if not entries:
+        print("no audit entries")
+        return EXIT_OK
+    for e in entries:
+        details = json.dumps(e.details, ensure_ascii=False, separators=(", ", "="))
+        print(f"{_when(e.at)}  {e.action:<16} {e.actor:<32} {details}")
+    return EXIT_OK
+
+
 def _selection(args: argparse.Namespace, verb: str) -> list[int] | None:
     chosen = sum(bool(x) for x in (args.ids, args.route, args.all))
     if chosen != 1:
@@ -278,6 +316,8 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
                 _progress(start + len(wanted[start : start + 100]), len(wanted))
         if show:
             print(file=sys.stderr)
+        selection = {"ids": ids} if ids is not None else {"route": args.route, "all": args.all}
+        await store.audit("dlq.replay", cli_actor(), {**selection, "count": done})
         return int(done)
 
     count = _with_store(args, replay)
@@ -313,7 +353,14 @@ def cmd_dlq_purge(args: argparse.Namespace) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing purged")
             return EXIT_OK
-    purged = _with_store(args, lambda s: s.dlq_purge(ids, route=args.route))
+
+    async def purge(store: Any) -> int:
+        count = int(await store.dlq_purge(ids, route=args.route))
+        selection = {"ids": ids} if ids is not None else {"route": args.route, "all": args.all}
+        await store.audit("dlq.purge", cli_actor(), {**selection, "count": count})
+        return count
+
+    purged = _with_store(args, purge)
     print(f"purged {purged} dead letter{'s' if purged != 1 else ''}")
     return EXIT_OK
 

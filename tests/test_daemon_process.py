@@ -148,6 +148,18 @@ def test_sighup_with_an_invalid_config_keeps_the_old_one_running(
     assert len(delivered(out)) > before, "the old config keeps running"
     assert daemon.proc.poll() is None
     assert daemon.stop() == 0
+    audit = subprocess.run(
+        integrator_command(
+            "audit", "--state-dir", str(tmp_path / "state"), "--action", "config.reload", "--json"
+        ),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (entry,) = json.loads(audit.stdout)
+    assert entry["actor"] == "signal SIGHUP"
+    assert entry["details"]["applied"] is False
+    assert any("routes.ticks.source.interval" in p for p in entry["details"]["problems"])
 
 
 def test_run_refuses_an_invalid_config_with_exit_2(tmp_path: Path) -> None:

@@ -132,3 +132,16 @@ def test_purge_asks_for_confirmation_on_a_terminal(state: Path, capsys, monkeypa
     monkeypatch.setattr("builtins.input", lambda prompt: "yes")
     assert main(dlq(state, "purge", "1", "2")) == 0
     assert "purged 2 dead letters" in capsys.readouterr().out
+
+
+def test_replays_and_purges_are_in_the_audit_trail(state: Path, capsys) -> None:
+    assert main(dlq(state, "replay", "1")) == 0
+    assert main(dlq(state, "purge", "--route", "b", "--yes")) == 0
+    capsys.readouterr()
+    assert main(["audit", "--state-dir", str(state), "--json"]) == 0
+    entries = json.loads(capsys.readouterr().out)
+    assert [(e["action"], e["details"]) for e in entries] == [
+        ("dlq.purge", {"route": "b", "all": False, "count": 1}),
+        ("dlq.replay", {"ids": [1], "count": 1}),
+    ]
+    assert all(e["actor"].endswith("(cli)") for e in entries)

@@ -19,7 +19,7 @@ import anyio
 import anyio.to_thread
 import msgspec
 
-from integrator.delivery.store import DeadLetter, Delivery, InboxItem, Store
+from integrator.delivery.store import AuditEntry, DeadLetter, Delivery, InboxItem, Store
 from integrator.errors import StoreError
 from integrator.hookspecs import hookimpl
 from integrator.message import Message, decode, encode
@@ -71,6 +71,11 @@ CREATE TABLE IF NOT EXISTS seen (
     route TEXT NOT NULL, msg_id TEXT NOT NULL, at REAL NOT NULL,
     PRIMARY KEY (route, msg_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, details BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_time ON audit (at);
 CREATE TABLE IF NOT EXISTS state (
     key TEXT PRIMARY KEY, value BLOB NOT NULL, updated_at REAL NOT NULL
 );
@@ -535,6 +540,45 @@ class SQLiteStore(Store):
             return conn.execute("DELETE FROM dlq").rowcount, 0
 
         result: int = await self._write(op)
+        return result
+
+    # -- audit trail -----------------------------------------------------------------------
+
+    async def audit(self, action: str, actor: str, details: dict[str, Any]) -> None:
+        blob = msgspec.json.encode(details)
+        now = time.time()
+
+        def op(conn: sqlite3.Connection) -> tuple[None, int]:
+            conn.execute(
+                "INSERT INTO audit (at, actor, action, details) VALUES (?, ?, ?, ?)",
+                (now, actor, action, blob),
+            )
+            return None, 0
+
+        await self._write(op)
+
+    async def audit_list(
+        self, *, since: float | None = None, action: str | None = None, limit: int = 100
+    ) -> list[AuditEntry]:
+        clauses: list[str] = []
+        args: list[Any] = []
+        if since is not None:
+            clauses.append("at >= ?")
+            args.append(since)
+        if action is not None:
+            clauses.append("action = ?")
+            args.append(action)
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+
+        def read(conn: sqlite3.Connection) -> list[AuditEntry]:
+            rows = conn.execute(
+                f"SELECT id, at, actor, action, details FROM audit {where}"
+                " ORDER BY id DESC LIMIT ?",
+                (*args, limit),
+            ).fetchall()
+            return [AuditEntry(r[0], r[1], r[2], r[3], msgspec.json.decode(r[4])) for r in rows]
+
+        result: list[AuditEntry] = await self._read(read)
         return result
 
     # -- state -----------------------------------------------------------------------------

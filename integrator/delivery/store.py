@@ -63,6 +63,16 @@ class DeadLetter(msgspec.Struct):
     failed_at: float
 
 
+class AuditEntry(msgspec.Struct):
+    """One line of the audit trail: when, who, what, and the details of it."""
+
+    id: int
+    at: float
+    actor: str
+    action: str
+    details: dict[str, Any]
+
+
 class Store(abc.ABC):
     """A durable inbox, per-sink outbox, dead-letter queue and key-value checkpoints.
 
@@ -177,6 +187,18 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def dlq_ids(self, route: str | None = None) -> list[int]: ...
+
+    # -- audit trail --------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def audit(self, action: str, actor: str, details: dict[str, Any]) -> None:
+        """Record who did what (reloads, admin actions, DLQ replays and purges)."""
+
+    @abc.abstractmethod
+    async def audit_list(
+        self, *, since: float | None = None, action: str | None = None, limit: int = 100
+    ) -> list[AuditEntry]:
+        """The newest audit entries first."""
 
     # -- checkpoints and other state -------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import logging
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,9 @@ class Daemon:
         self._stop = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
         self.ready = anyio.Event()
+        self.reloads = 0
+        self.last_reload_problems: list[str] = []
+        self.started_at = time.time()
 
     # -- public controls ---------------------------------------------------------------------
 
@@ -99,6 +103,17 @@ class Daemon:
         self._init_shared(self.services)
         try:
             await self._lifecycle("integrator_startup", fatal=True)
+            from integrator import __version__
+
+            await self._audit(
+                "daemon.start",
+                "daemon",
+                {
+                    "version": __version__,
+                    "config": str(self.config.path),
+                    "plugin_failures": {i.name: i.error for i in self.registry.failures},
+                },
+            )
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 tg.start_soon(self._handle_signals)
@@ -209,24 +224,42 @@ class Daemon:
                     self.request_stop()
                     return
 
-    async def reload(self, path: Path | None = None) -> bool:
-        """Load the config again; apply it only if valid. Returns whether it was applied."""
+    async def reload(self, path: Path | None = None, actor: str = "signal SIGHUP") -> bool:
+        """Load the config again; apply it only if valid. Returns whether it was applied.
+
+        The last refusal's problems stay in ``last_reload_problems`` for the admin API.
+        """
         self.notifier.reloading()
+        self.reloads += 1
         try:
             source = path or self.config.path
             try:
                 new = await anyio.to_thread.run_sync(load_config, source, self.registry)
             except ConfigError as err:
+                self.last_reload_problems = err.problems
                 log.error("reload refused, still running the previous config:")
                 for problem in err.problems:
                     log.error("  %s", problem)
+                await self._audit(
+                    "config.reload", actor, {"applied": False, "problems": err.problems}
+                )
                 return False
-            await self._apply(new)
+            self.last_reload_problems = []
+            summary = await self._apply(new)
+            await self._audit("config.reload", actor, {"applied": True, **summary})
             return True
         finally:
             self.notifier.ready(status=self._summary())
 
-    async def _apply(self, new: Config) -> None:
+    async def _audit(self, action: str, actor: str, details: dict[str, Any]) -> None:
+        if self.services is None:
+            return
+        try:
+            await self.services.store.audit(action, actor, details)
+        except IntegratorError as err:
+            log.error("cannot record %s in the audit trail: %s", action, err)
+
+    async def _apply(self, new: Config) -> dict[str, list[str]]:
         old = self.config
         for section in ("daemon", "store", "webhooks", "admin"):
             if getattr(old, section) != getattr(new, section) and section != "daemon":
@@ -246,14 +279,19 @@ class Daemon:
         for name in added:
             if name in new.routes:
                 await self._start_route(new.routes[name])
-        kept = len(new.routes) - len(added)
+        removed = [n for n in changed if n not in new.routes]
         log.info(
             "reloaded %s: %d route(s) restarted or added, %d removed, %d unchanged",
             new.path,
-            len([n for n in added]),
-            len([n for n in changed if n not in new.routes]),
-            kept,
+            len(added),
+            len(removed),
+            len(new.routes) - len(added),
         )
+        return {
+            "added": sorted(n for n in added if n not in old.routes),
+            "changed": sorted(n for n in changed if n in new.routes),
+            "removed": sorted(removed),
+        }
 
     def component_health(self) -> list[ComponentHealth]:
         return list(self.services.health.components.values()) if self.services else []
