@@ -304,6 +304,7 @@ class RouteRuntime:
                 attempts,
                 reason,
                 delay,
+                extra={"route": self.name, "message_id": item.message.id},
             )
             return True
         entry = await self.services.store.dead_letter(item, reason)
@@ -314,6 +315,7 @@ class RouteRuntime:
             item.message.id,
             attempts,
             reason,
+            extra={"route": self.name, "message_id": item.message.id},
         )
         await self.services.announce_dead_letter(entry)
         return False
@@ -447,6 +449,11 @@ class SinkWorker:
                 attempts,
                 reason,
                 delay,
+                extra={
+                    "route": self.route.name,
+                    "sink": self.name,
+                    "message_id": delivery.message.id,
+                },
             )
             return
         if self.fallback:
@@ -461,6 +468,7 @@ class SinkWorker:
             delivery.message.id,
             attempts,
             reason,
+            extra={"route": self.route.name, "sink": self.name, "message_id": delivery.message.id},
         )
         await self.route.services.announce_dead_letter(entry)
 
@@ -476,6 +484,7 @@ class SinkWorker:
             delivery.message.id,
             self.fallback,
             reason,
+            extra={"route": self.route.name, "sink": self.name, "message_id": delivery.message.id},
         )
         for worker in self.route.sinks:
             if worker.name == self.fallback:
