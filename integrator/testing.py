@@ -97,6 +97,11 @@ async def running_daemon(
     text = textwrap.dedent(toml)
     if "[daemon]" not in text:
         text = f'[daemon]\nstate_dir = "{state_dir}"\nshutdown_timeout = "5s"\n' + text
+    # Tests run side by side: listeners take any free port unless the test says otherwise.
+    if "[admin]" not in text:
+        text = '[admin]\nlisten = "127.0.0.1:0"\n' + text
+    if "[webhooks]" not in text:
+        text = '[webhooks]\nlisten = "127.0.0.1:0"\n' + text
     config_path = state_dir / "integrator.toml"
     state_dir.mkdir(parents=True, exist_ok=True)
     config_path.write_text(text)

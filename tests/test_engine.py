@@ -171,7 +171,7 @@ async def test_a_dropped_message_reaches_no_sink(run_route, tmp_path: Path) -> N
     """
     async with run_route(toml, TestPlugin()) as d:
         await d.wait_for(lambda: d.services.stats["r"].dropped == 2, what="two drops")
-        assert d.services.store.pending() == 0
+        await d.wait_for(lambda: d.services.store.pending() == 0, what="an empty store")
     assert lines(out) == []
 
 
