@@ -30,6 +30,7 @@ import jmespath.functions
 
 from integrator.errors import IntegratorError
 from integrator.message import Message
+from integrator.transforms.fastpath import compile_fast
 
 
 class ExpressionError(IntegratorError, ValueError):
@@ -68,11 +69,12 @@ _OPTIONS = jmespath.Options(custom_functions=_FUNCTIONS)
 class Expression:
     """A compiled JMESPath expression; build it with :func:`compile_expression`."""
 
-    __slots__ = ("_parsed", "source")
+    __slots__ = ("_fast", "_parsed", "source")
 
     def __init__(self, source: str, parsed: Any) -> None:
         self.source = source
         self._parsed = parsed
+        self._fast = compile_fast(parsed.parsed, _FUNCTIONS)
 
     def __repr__(self) -> str:
         return f"Expression({self.source!r})"
@@ -81,6 +83,8 @@ class Expression:
         """The value of the expression for a message (or an already built view of one)."""
         view = data.to_dict() if isinstance(data, Message) else data
         try:
+            if self._fast is not None:
+                return self._fast(view)
             return self._parsed.search(view, options=_OPTIONS)
         except (jmespath.exceptions.JMESPathError, TypeError, ValueError) as err:
             raise ExpressionError(self.source, _one_line(str(err))) from err
