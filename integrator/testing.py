@@ -95,13 +95,14 @@ async def running_daemon(
     """Run a daemon on a config given as TOML text until the block exits."""
     pm, registry = make_registry(*plugins, entrypoints=entrypoints)
     text = textwrap.dedent(toml)
+    # Appended, so top-level keys (``version = 1``) of the test's text stay at the top.
     if "[daemon]" not in text:
-        text = f'[daemon]\nstate_dir = "{state_dir}"\nshutdown_timeout = "5s"\n' + text
+        text += f'\n[daemon]\nstate_dir = "{state_dir}"\nshutdown_timeout = "5s"\n'
     # Tests run side by side: listeners take any free port unless the test says otherwise.
     if "[admin]" not in text:
-        text = '[admin]\nlisten = "127.0.0.1:0"\n' + text
+        text += '\n[admin]\nlisten = "127.0.0.1:0"\n'
     if "[webhooks]" not in text:
-        text = '[webhooks]\nlisten = "127.0.0.1:0"\n' + text
+        text += '\n[webhooks]\nlisten = "127.0.0.1:0"\n'
     config_path = state_dir / "integrator.toml"
     state_dir.mkdir(parents=True, exist_ok=True)
     config_path.write_text(text)
