@@ -78,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     config_option(check)
 
+    test = command(
+        "test", "run the route tests written in the config (exit 0 all pass, 1 any fail)", cmd_test
+    )
+    config_option(test)
+    test.add_argument("--route", action="append", default=[], help="only this route (repeatable)")
+    test.add_argument("-v", "--verbose", action="store_true", help="explain passing cases too")
+
     plugins = command(
         "plugins", "list installed plugins and the components they provide", cmd_plugins
     )
@@ -90,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--action", help="only this action (e.g. config.reload, dlq.replay)")
     audit.add_argument("--limit", type=int, default=50)
     audit.add_argument("--json", action="store_true")
+
+    from integrator.status_cli import add_status_command
+
+    add_status_command(commands)
 
     dlq = command("dlq", "list, show, replay or purge dead letters", None)
     dlq_commands = dlq.add_subparsers(title="dlq commands", metavar="ACTION")
@@ -162,6 +173,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     routes = len(config.routes)
     print(f"{path}: ok ({routes} route{'s' if routes != 1 else ''})")
     return EXIT_OK
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from integrator.routetest import run_route_tests
+
+    if args.verbose:
+        setup_logging("info")
+    return run_route_tests(args.config, routes=args.route, verbose=args.verbose)
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:

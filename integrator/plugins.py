@@ -37,6 +37,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "integrator.delivery.limits",
     "integrator.http.signatures",
     "integrator.http.auth",
+    "integrator.builtin.http_sink",
+    "integrator.builtin.http_poll",
 )
 
 #: The hook that registers each kind of component, and the base class it must extend.

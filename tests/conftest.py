@@ -36,4 +36,3 @@ def with_plugins(plugin_site: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
     yield plugin_site
     for name in ("integrator_hello", "integrator_broken"):
         sys.modules.pop(name, None)
-

@@ -23,20 +23,10 @@ class ExposureError(ValueError):
     """
 
 
-def parse_listen(text: str) -> tuple[str, int]:
-    """``"127.0.0.1:8626"``, ``"[::1]:8626"`` or ``"localhost:0"`` -> ``(host, port)``."""
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not port_text.isdigit() or int(port_text) > 65535:
-        raise ValueError(f"listen: expected 'host:port' like '127.0.0.1:8626', found {text!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise ValueError(f"listen: write an IPv6 address in brackets ('[::1]:8626'), found {text!r}")
-    return host, int(port_text)
-
-
-def is_loopback(host: str) -> bool:
+def is_loopback(host: str | None) -> bool:
     """Whether ``host`` names this machine only (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host is None:
+        return False  # every interface
     if host.lower().rstrip(".") == "localhost":
         return True
     try:
@@ -47,12 +37,14 @@ def is_loopback(host: str) -> bool:
 
 def check_exposure(config: AdminConfig) -> None:
     """Refuse a listener beyond loopback without a token, and ``metrics_auth`` without one."""
+    from integrator.http.server import parse_listen
+
     host, _ = parse_listen(config.listen)
     has_token = config.token is not None and bool(config.token)
     if config.enabled and not is_loopback(host) and not has_token:
         raise ExposureError(
             f"listen = {config.listen!r} is reachable beyond this host: set [admin] token "
-            "(for example token = \"${cred:admin_token}\") or listen on 127.0.0.1"
+            '(for example token = "${cred:admin_token}") or listen on 127.0.0.1'
         )
     if config.metrics_auth and not has_token:
         raise ExposureError("metrics_auth = true needs [admin] token")
@@ -72,12 +64,12 @@ def token_matches(header: str | None, token: str) -> bool:
     return hmac.compare_digest(given.strip().encode(), token.encode())
 
 
-def host_is_local(host_header: str | None, listen_host: str) -> bool:
+def host_is_local(host_header: str | None, listen_host: str | None) -> bool:
     """Whether a request's ``Host`` names this machine (a DNS-rebinding page's does not)."""
     if not host_header:
         return False
     host = urlsplit(f"//{host_header}").hostname or ""
-    return is_loopback(host) or host == listen_host.lower()
+    return is_loopback(host) or host == (listen_host or "").lower()
 
 
 def origin_is_same(origin: str | None, host_header: str | None) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import re
 import time
 from typing import Any
 
@@ -40,7 +41,15 @@ log = logging.getLogger("integrator.webhooks")
 
 #: Headers about the connection, not the message (RFC 9110 §7.6.1).
 HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
 )
 #: Credentials a sender (or a proxy in front of us) may add: never stored with the message.
 PRIVATE_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
@@ -50,11 +59,11 @@ class WebhookOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: The URL path on the shared ``[webhooks]`` listener, e.g. ``/hooks/github``.
     path: str
     #: HTTP methods accepted (others get 405).
-    methods: list[str] = ["POST"]
+    methods: list[str] = msgspec.field(default_factory=lambda: ["POST"])
     #: Signature check: ``{ scheme = "github", secret = "…" }`` and the scheme's options.
     verify: dict[str, Any] | None = None
     #: Accepted media types (``*`` wildcards allowed); an empty list accepts any (415).
-    content_types: list[str] = ["application/json"]
+    content_types: list[str] = msgspec.field(default_factory=lambda: ["application/json"])
     #: Decode the body as JSON (400 when malformed); otherwise the body stays raw bytes.
     require_json: bool = True
     #: The largest body accepted (413); defaults to ``[webhooks] max_body``.
@@ -68,13 +77,19 @@ class WebhookOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         if not self.path.startswith("/"):
             raise ValueError(f"path: must start with '/', found {self.path!r}")
         if not self.methods or not all(m.isascii() and m.isalpha() for m in self.methods):
-            raise ValueError(f"methods: expected HTTP methods such as ['POST'], found {self.methods}")
+            raise ValueError(
+                f"methods: expected HTTP methods such as ['POST'], found {self.methods}"
+            )
         if not 200 <= self.response_status <= 299:
-            raise ValueError(f"response_status: expected a 2xx status, found {self.response_status}")
+            raise ValueError(
+                f"response_status: expected a 2xx status, found {self.response_status}"
+            )
         if self.verify is not None:
             name = self.verify.get("scheme")
             if not isinstance(name, str) or not name:
-                raise ValueError("verify: needs a 'scheme', for example 'github' or 'standard-webhooks'")
+                raise ValueError(
+                    "verify: needs a 'scheme', for example 'github' or 'standard-webhooks'"
+                )
             # Built-in schemes are checked now so `integrator check` catches a bad secret;
             # a plugin's scheme is checked when the route starts (it needs the registry).
             if name in SCHEMES:
@@ -87,14 +102,19 @@ def scheme_options(verify: dict[str, Any], scheme: type[SignatureScheme]) -> Any
     try:
         return convert(table, scheme.Options)
     except msgspec.ValidationError as err:
-        text = str(err)
-        unknown = text.removeprefix("Object contains unknown field ")
-        if unknown != text:
-            raise ValueError(f"verify: unknown key {unknown.split(' - ')[0]}") from None
-        missing = text.removeprefix("Object missing required field ")
-        if missing != text:
-            raise ValueError(f"verify: missing required key {missing.split(' - ')[0]}") from None
-        raise ValueError(f"verify: {text}") from None
+        raise ValueError(f"verify: {_explain(str(err))}") from None
+
+
+_MSGSPEC_PROBLEM = re.compile(r"^Object (contains unknown|missing required) field `([^`]+)`")
+
+
+def _explain(text: str) -> str:
+    """msgspec's wording in the config loader's words ("unknown key 'x'")."""
+    match = _MSGSPEC_PROBLEM.match(text)
+    if match is None:
+        return text
+    kind = "unknown key" if match[1] == "contains unknown" else "missing required key"
+    return f"{kind} {match[2]!r}"
 
 
 class WebhookSource(Source):
@@ -147,7 +167,7 @@ class WebhookSource(Source):
         if server is None:
             raise RuntimeError(
                 "the webhook listener is not running: it starts with the daemon when a route "
-                "uses a webhook source or [webhooks] is configured; restart the daemon"
+                "uses a webhook source; restart the daemon to add the first webhook route"
             )
         receiver = _Receiver(self, intake)
         server.add(self.options.path, self.methods, receiver.handle, owner=self.context.route)
@@ -167,24 +187,14 @@ class _Receiver:
         self.route = source.context.route
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Check, store, then answer 2xx; any failed check raises its HTTPProblem."""
         source = self.source
+        if request.content_length is not None and request.content_length > source.max_body:
+            raise self._too_large()
         self._check_content_type(request)
         body = await self._read_body(request)
         headers = _headers(request)
-        webhook_id = None
-        if source.scheme is not None:
-            try:
-                verified = source.scheme.verify(headers, body, now=time.time())
-            except SignatureError as err:
-                log.info(
-                    "route %s: refused webhook from %s: %s", self.route, request.remote, err.reason
-                )
-                raise HTTPProblem(
-                    401,
-                    f"signature verification failed: {err.reason}",
-                    headers={"WWW-Authenticate": "Signature"},
-                ) from None
-            webhook_id = verified.webhook_id
+        webhook_id = self._verify(request, headers, body)
         payload: Any = body
         if source.options.require_json:
             try:
@@ -192,11 +202,7 @@ class _Receiver:
             except msgspec.DecodeError as err:
                 raise HTTPProblem(400, f"the body is not valid JSON: {err}") from None
         if not self.intake.accepting:
-            raise HTTPProblem(
-                503,
-                "the receiver is over capacity; retry later",
-                headers={"Retry-After": source.retry_after},
-            )
+            raise self._unavailable("the receiver is over capacity; retry later")
         if source.id_header:
             webhook_id = headers.get(source.id_header) or webhook_id
         message = Message(
@@ -214,14 +220,32 @@ class _Receiver:
             (new,) = await self.intake.submit([message])
         except StoreError as err:
             log.error("route %s: webhook not stored, answered 503: %s", self.route, err)
-            raise HTTPProblem(
-                503,
-                "the webhook could not be stored; retry later",
-                headers={"Retry-After": source.retry_after},
-            ) from None
+            raise self._unavailable("the webhook could not be stored; retry later") from None
         if not new:
-            log.debug("route %s: webhook %s seen before: acknowledged again", self.route, message.id)
+            log.debug(
+                "route %s: webhook %s seen before: acknowledged again", self.route, message.id
+            )
         return web.Response(status=source.options.response_status)
+
+    def _verify(self, request: web.BaseRequest, headers: dict[str, str], body: bytes) -> str | None:
+        """Check the signature (if the route has a scheme); the sender's webhook id, if any."""
+        scheme = self.source.scheme
+        if scheme is None:
+            return None
+        try:
+            return scheme.verify(headers, body, now=time.time()).webhook_id
+        except SignatureError as err:
+            log.info(
+                "route %s: refused webhook from %s: %s", self.route, request.remote, err.reason
+            )
+            raise HTTPProblem(
+                401,
+                f"signature verification failed: {err.reason}",
+                headers={"WWW-Authenticate": "Signature"},
+            ) from None
+
+    def _unavailable(self, detail: str) -> HTTPProblem:
+        return HTTPProblem(503, detail, headers={"Retry-After": self.source.retry_after})
 
     def _check_content_type(self, request: web.BaseRequest) -> None:
         patterns = self.source.content_types
@@ -233,11 +257,13 @@ class _Receiver:
                 headers={"Accept-Post": ", ".join(patterns)},
             )
 
-    async def _read_body(self, request: web.BaseRequest) -> bytes:
+    def _too_large(self) -> HTTPProblem:
         limit = self.source.max_body
-        too_large = HTTPProblem(413, f"the body is larger than {limit} bytes", close=True)
-        if request.content_length is not None and request.content_length > limit:
-            raise too_large
+        return HTTPProblem(413, f"the body is larger than {limit} bytes", close=True)
+
+    async def _read_body(self, request: web.BaseRequest) -> bytes:
+        """The body, counted as it arrives (a chunked body declares no length)."""
+        limit = self.source.max_body
         chunks: list[bytes] = []
         size = 0
         try:
@@ -245,7 +271,7 @@ class _Receiver:
                 async for chunk in request.content.iter_any():
                     size += len(chunk)
                     if size > limit:
-                        raise too_large
+                        raise self._too_large()
                     chunks.append(chunk)
         except TimeoutError:
             raise HTTPProblem(408, "the body took too long to arrive", close=True) from None

@@ -600,6 +600,32 @@ class SQLiteStore(Store):
 
         await self._write(op)
 
+    async def remember(self, scope: str, key: str, window: float, *, owner: str = "") -> bool:
+        # A row of ``seen`` holds ``LEN:KEY:OWNER`` (the length makes the prefix
+        # unambiguous), so one range scan of the primary key finds a key's rows.
+        now = time.time()
+        prefix = f"{len(key)}:{key}:"
+        end = prefix[:-1] + ";"  # the first string after every one that starts with prefix
+        sweeps: dict[str, float] = self.__dict__.setdefault("_remember_sweeps", {})
+
+        def op(conn: sqlite3.Connection) -> tuple[bool, int]:
+            span = (scope, prefix, end)
+            where = "WHERE route = ? AND msg_id >= ? AND msg_id < ?"
+            rows = conn.execute(f"SELECT msg_id, at FROM seen {where}", span).fetchall()
+            owners = [row[len(prefix) :] for row, at in rows if at >= now - window]
+            if owners:
+                return bool(owner) and owner in owners, 0
+            if rows:
+                conn.execute(f"DELETE FROM seen {where}", span)
+            conn.execute("INSERT INTO seen VALUES (?, ?, ?)", (scope, prefix + owner, now))
+            if now - sweeps.get(scope, 0.0) > 60:
+                sweeps[scope] = now
+                conn.execute("DELETE FROM seen WHERE route = ? AND at < ?", (scope, now - window))
+            return True, 0
+
+        result: bool = await self._write(op)
+        return result
+
     async def depths(self) -> dict[tuple[str, str], int]:
         def read(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
             rows = conn.execute(

@@ -210,5 +210,17 @@ class Store(abc.ABC):
     async def set_state(self, key: str, value: Any) -> None: ...
 
     @abc.abstractmethod
+    async def remember(self, scope: str, key: str, window: float, *, owner: str = "") -> bool:
+        """Record ``key`` in ``scope``; False when it was already recorded within ``window`` s.
+
+        The ``dedupe`` middleware's memory, so it survives restarts. The window counts
+        from the first time the key was recorded (repeats do not extend it). A key
+        recorded by the same non-empty ``owner`` (a message id) counts as new, so a
+        message that runs the chain again (a retry, a DLQ replay) is not taken for its
+        own duplicate. ``scope`` must not be a route name (those hold the route's
+        ``dedupe_window`` ids): the middleware uses ``dedupe:NAME``.
+        """
+
+    @abc.abstractmethod
     async def depths(self) -> dict[tuple[str, str], int]:
         """Waiting work per (route, sink); sink ``""`` is the route's inbox."""

@@ -154,7 +154,9 @@ class Daemon:
         """Objects shared by every route: rate limiters and breakers keyed by name."""
         from integrator.delivery.breaker import BreakerRegistry
         from integrator.delivery.limits import LimiterRegistry
+        from integrator.engine.stats import OPS_STATS, OpsStats
 
+        services.shared.setdefault(OPS_STATS, OpsStats())
         services.shared.setdefault("limiters", LimiterRegistry())
         services.shared.setdefault("breakers", BreakerRegistry())
         services.shared.setdefault("connections", self.config.connections)
@@ -243,13 +245,21 @@ class Daemon:
                 await self._audit(
                     "config.reload", actor, {"applied": False, "problems": err.problems}
                 )
+                self._count_reload(False)
                 return False
             self.last_reload_problems = []
             summary = await self._apply(new)
+            self._count_reload(True)
             await self._audit("config.reload", actor, {"applied": True, **summary})
             return True
         finally:
             self.notifier.ready(status=self._summary())
+
+    def _count_reload(self, applied: bool) -> None:
+        if self.services is not None:
+            from integrator.engine.stats import ops_stats
+
+            ops_stats(self.services.shared).count_reload(applied)
 
     async def _audit(self, action: str, actor: str, details: dict[str, Any]) -> None:
         if self.services is None:
@@ -275,6 +285,11 @@ class Daemon:
         if self.services is not None:
             self.services.config = new
             self.services.shared["connections"] = new.connections
+            from integrator.http.client import SERVICE, HttpClients
+
+            clients = self.services.shared.get(SERVICE)
+            if isinstance(clients, HttpClients):
+                clients.reset_auth()  # e.g. after an invalid_grant the operator fixed
         await self._stop_routes([n for n in changed if n in self.routes])
         for name in added:
             if name in new.routes:

@@ -14,6 +14,7 @@ import heapq
 import logging
 import time
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import anyio
@@ -131,16 +132,20 @@ class RouteRuntime:
             with anyio.CancelScope() as self._scope:
                 async with anyio.create_task_group() as tg:
                     await tg.start(
-                        supervise, self._chain_worker, health.component(f"{self.name}/chain")
+                        partial(supervise, keep_going=self._running),
+                        self._chain_worker,
+                        health.component(f"{self.name}/chain"),
                     )
                     for worker in self.sinks:
                         await tg.start(
-                            supervise,
+                            partial(supervise, keep_going=self._running),
                             worker.run,
                             health.component(f"{self.name}/sink:{worker.name}"),
                         )
                     await tg.start(
-                        supervise, self._run_source, health.component(f"{self.name}/source")
+                        partial(supervise, keep_going=self._running),
+                        self._run_source,
+                        health.component(f"{self.name}/source"),
                     )
                     log.info(
                         "route %s started: %s -> %d middleware -> %s",
@@ -155,6 +160,10 @@ class RouteRuntime:
                 if key.startswith(f"{self.name}/"):
                     component.set(State.STOPPED)
             self._finished.set()
+
+    def _running(self) -> bool:
+        """Whether a crashed component should be restarted (not once we drain)."""
+        return not self.draining
 
     async def _run_source(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         while not self.draining:
@@ -425,6 +434,7 @@ class SinkWorker:
         else:
             await store.delivered(delivery)
             self.stats.delivered += 1
+            self.stats.latency.observe(time.time() - delivery.message.created_at)
             self.stats.last_success_at = time.time()
 
     async def _failed(

@@ -50,6 +50,7 @@ async def supervise(
     initial_backoff: float = 0.5,
     max_backoff: float = 60.0,
     stable_after: float = 60.0,
+    keep_going: Callable[[], bool] = lambda: True,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Call ``await target(task_status=…)`` until it returns; restart it when it raises.
@@ -70,6 +71,10 @@ async def supervise(
             if ran_for >= stable_after:
                 delay = initial_backoff
             health.failed(f"{type(err).__name__}: {err}")
+            if not keep_going():  # shutting down: a restart would only delay the exit
+                status.report()
+                log.error("%s failed while stopping: %s: %s", health.name, type(err).__name__, err)
+                return
             health.restarts += 1
             wait = min(delay, max_backoff) * random.uniform(0.8, 1.2)
             log.error(

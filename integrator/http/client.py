@@ -2,10 +2,12 @@
 
 A ``[connections.NAME]`` table is used by pollers, sinks and lookups alike, so the
 daemon keeps one :class:`HttpClient` per connection in :class:`HttpClients` (the
-``"http"`` service): one pool of keep-alive sockets, one OAuth2 token, and one
-rate limit (``connection:NAME`` in the :class:`~integrator.delivery.limits.LimiterRegistry`)
-for everything that talks to that remote. Users acquire a client and release it;
-the last release closes it, and the shutdown hook closes whatever is left.
+``"http"`` service): one pool of keep-alive sockets, one auth provider (one OAuth2
+token, saved in the store), and one rate limit (``connection:NAME`` in the
+:class:`~integrator.delivery.limits.LimiterRegistry`, which a ``rate_limit``
+middleware naming that key shares) for everything that talks to that remote. Users
+acquire a client and release it; the last release closes it, and the daemon's
+shutdown hook closes whatever is left.
 
 Requests never follow redirects and never leave the connection's origin, so
 credentials cannot be sent elsewhere; a 401 makes the auth provider refresh once
@@ -200,14 +202,15 @@ class HttpClient:
         """
         url = yarl.URL(url) if isinstance(url, str) else url
         self.check_origin(url)
-        response, sent_headers = await self._send(method, url, params, headers, data, timeout)
+        send = (method, url, params, headers, data, timeout, max_body)
+        response, sent_headers = await self._send(*send)
         if (
             response.status == 401
             and self.auth is not None
             and await self.auth.on_unauthorized(sent_headers)
         ):
             log.info("%s: 401 from %s; retrying with new credentials", self.label, public_url(url))
-            response, _ = await self._send(method, url, params, headers, data, timeout)
+            response, _ = await self._send(*send)
         return response
 
     async def _send(
@@ -218,7 +221,7 @@ class HttpClient:
         headers: dict[str, str] | None,
         data: bytes | None,
         timeout: float | None,
-        max_body: int = MAX_RESPONSE_BODY,
+        max_body: int,
     ) -> tuple[HttpResponse, dict[str, str]]:
         all_headers: dict[str, str] = {"User-Agent": USER_AGENT}
         for source in (self.config.headers, headers or {}):
@@ -273,11 +276,7 @@ class HttpClient:
                 allow_redirects=False,
             ) as response:
                 body = await _read_body(response, max_body, where)
-                links = {
-                    str(rel): str(link["url"])
-                    for rel, link in response.links.items()
-                    if isinstance(link, dict) or hasattr(link, "get")
-                }
+                links = {str(rel): str(link["url"]) for rel, link in response.links.items()}
                 result = HttpResponse(response.status, response.headers, body, response.url, links)
         except TimeoutError as err:
             raise RequestError(f"{where}: no answer within {total:g}s") from err
@@ -348,6 +347,12 @@ class HttpClients:
         self.store = store
         self.limiters = limiters or LimiterRegistry()
         self._clients: dict[str, HttpClient] = {}
+
+    def reset_auth(self) -> None:
+        """Forget refused credentials: a reload may have fixed them at the provider."""
+        for client in self._clients.values():
+            if client.auth is not None:
+                client.auth.reset()
 
     async def acquire(self, name: str | None, config: ConnectionConfig | None = None) -> HttpClient:
         """The client of connection ``name`` (None: no connection, default settings).

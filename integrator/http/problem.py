@@ -24,11 +24,11 @@ BLANK = "about:blank"
 
 
 class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """The problem document (RFC 9457 §3.1); empty members are left out."""
+    """The problem document (RFC 9457 §3.1); an empty detail or instance is left out."""
 
-    type: str = BLANK
-    title: str = ""
-    status: int = 500
+    type: str
+    title: str
+    status: int
     detail: str = ""
     instance: str = ""
 

@@ -50,8 +50,7 @@ def parse_listen(text: str) -> tuple[str | None, int]:
     port = int(match["port"]) if match else -1
     if match is None or not 0 <= port <= 65535:
         raise ValueError(
-            f"listen: expected 'host:port' such as '127.0.0.1:8080' or '[::1]:8080', "
-            f"found {text!r}"
+            f"listen: expected 'host:port' such as '127.0.0.1:8080' or '[::1]:8080', found {text!r}"
         )
     host = match["v6"] or match["host"] or None
     return host, port
@@ -91,7 +90,9 @@ class WebhookServer:
         key = normalise_path(path)
         current = self._endpoints.get(key)
         if current is not None and current.owner != owner:
-            raise ListenerError(f"webhook path {path!r} is already served by route {current.owner!r}")
+            raise ListenerError(
+                f"webhook path {path!r} is already served by route {current.owner!r}"
+            )
         self._endpoints[key] = Endpoint(key, frozenset(m.upper() for m in methods), handler, owner)
         self._parked.discard(key)
 
@@ -102,6 +103,11 @@ class WebhookServer:
         if current is not None and current.handler == handler:
             del self._endpoints[key]
             self._parked.add(key)
+
+    @property
+    def paths(self) -> dict[str, str]:
+        """The paths served now, each with the route that serves it."""
+        return {path: endpoint.owner for path, endpoint in self._endpoints.items()}
 
     # -- addresses -----------------------------------------------------------------------------
 
@@ -115,7 +121,9 @@ class WebhookServer:
 
     @property
     def url(self) -> str:
-        """The base URL of the TCP listener, for tests and log lines."""
+        """The base URL of the TCP listener (for tests); empty without one."""
+        if not self.config.listen or self.port is None:
+            return ""
         host, _ = parse_listen(self.config.listen)
         host = host if host not in (None, "0.0.0.0", "::") else "127.0.0.1"
         if ":" in host:
@@ -133,6 +141,7 @@ class WebhookServer:
         runner = web.ServerRunner(server, shutdown_timeout=self.shutdown_timeout)
         await runner.setup()
         socket_path = self.config.unix_socket
+        socket_bound = False
         try:
             tls = _ssl_context(self.config)
             sites: list[web.BaseSite] = []
@@ -145,17 +154,19 @@ class WebhookServer:
                 try:
                     await site.start()
                 except OSError as err:
+                    reason = os.strerror(err.errno) if err.errno else str(err)
                     raise ListenerError(
-                        f"webhook listener cannot bind {site.name}: {err.strerror or err}"
+                        f"[webhooks] cannot listen on {site.name}: {reason}"
                     ) from err
+                socket_bound = socket_bound or isinstance(site, web.UnixSite)
             self.addresses = list(runner.addresses)
-            log.info("webhook listener on %s", ", ".join(site.name for site in sites))
+            log.info("webhook listener on %s", ", ".join(map(_describe, self.addresses)))
             task_status.started()
             await anyio.sleep_forever()
         finally:
             with anyio.CancelScope(shield=True):
                 await runner.cleanup()
-                if socket_path:
+                if socket_path and socket_bound:
                     _remove_socket(socket_path)
             self.addresses = []
 
@@ -193,12 +204,21 @@ class WebhookServer:
                 err,
                 exc_info=True,
             )
-            return problem_response(500, "the webhook could not be processed", instance=request.path)
+            return problem_response(
+                500, "the webhook could not be processed", instance=request.path
+            )
 
 
 def retry_after(seconds: float) -> str:
     """A ``Retry-After`` value: whole seconds, at least one."""
     return str(max(1, math.ceil(seconds)))
+
+
+def _describe(address: Any) -> str:
+    if isinstance(address, tuple):
+        host = address[0]
+        return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
+    return f"unix:{address}"
 
 
 def _ssl_context(config: WebhooksConfig) -> ssl.SSLContext | None:
@@ -230,11 +250,8 @@ WEBHOOK_SOURCE = "webhook"
 
 
 def wants_listener(config: Config) -> bool:
-    """Bind when a route receives webhooks, or when ``[webhooks]`` is configured explicitly
-    (so that a webhook route added later by a reload finds the listener running)."""
-    return "webhooks" in config.raw or any(
-        route.source.type == WEBHOOK_SOURCE for route in config.routes.values()
-    )
+    """Bind only when some route receives webhooks (enabled or not, so a reload can enable it)."""
+    return any(route.source.type == WEBHOOK_SOURCE for route in config.routes.values())
 
 
 async def start_webhook_listener(

