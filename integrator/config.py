@@ -161,6 +161,39 @@ class ComponentSpec(msgspec.Struct, kw_only=True):
     raw: dict[str, Any] = {}
 
 
+AlertCondition = Literal["breaker_open", "dlq_size", "route_failing", "token_refresh_failing"]
+
+
+class AlertRule(_Strict):
+    """One ``[[alerts.rules]]`` entry: a condition, and how often to say it holds."""
+
+    when: AlertCondition
+    #: Names the alert in messages and in its rate limit; ``when`` (plus the route) by default.
+    name: str = ""
+    #: Watch this route only; every route by default.
+    route: str | None = None
+    #: ``dlq_size``: fire when a route holds more than this many dead letters.
+    threshold: int = 0
+    #: How long the condition must hold before the alert fires.
+    for_: Duration = msgspec.field(default=Duration(0), name="for")
+    #: While still firing, send the alert again this often (``0``: never again).
+    repeat: Duration = Duration(3600)
+
+
+class AlertsConfig(_Strict):
+    """``[alerts]``: rules evaluated from the daemon's state, sent through one sink."""
+
+    #: Any sink type, with its options (``{ type = "http", url = "…" }``).
+    sink: dict[str, Any] | None = None
+    #: How often the rules are evaluated.
+    interval: Duration = Duration(5)
+    #: Attempts to deliver one alert before giving up (and logging it).
+    attempts: int = 3
+    #: Delay before the second attempt; doubles for each later one.
+    backoff: Duration = Duration(1)
+    rules: list[AlertRule] = []
+
+
 class RouteConfig(msgspec.Struct, kw_only=True):
     name: str
     source: ComponentSpec
@@ -201,6 +234,9 @@ class Config:
     admin: AdminConfig = field(default_factory=AdminConfig)
     connections: dict[str, ConnectionConfig] = field(default_factory=dict)
     routes: dict[str, RouteConfig] = field(default_factory=dict)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    #: ``[alerts] sink``, validated like a route's sink.
+    alert_sink: ComponentSpec | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -217,7 +253,7 @@ _SECTIONS: dict[str, type] = {
     "webhooks": WebhooksConfig,
     "admin": AdminConfig,
 }
-_TOP_LEVEL = {"version", "connections", "routes", *_SECTIONS}
+_TOP_LEVEL = {"version", "connections", "routes", "alerts", *_SECTIONS}
 SUPPORTED_VERSIONS = (1,)
 
 
@@ -507,6 +543,9 @@ def parse_config(text: str, path: Path, registry: Registry) -> Config:
         if route is not None:
             config.routes[name] = route
 
+    if "alerts" in data:
+        _load_alerts(report, registry, config, data["alerts"], routes)
+
     if report.problems:
         raise ConfigError(report.problems)
     return config
@@ -598,6 +637,41 @@ def _load_route(
         tests=table.tests,
         raw=raw,
     )
+
+
+def _load_alerts(
+    report: _Reporter, registry: Registry, config: Config, raw: Any, routes: dict[str, Any]
+) -> None:
+    """``[alerts]``: the sink is checked like a route's, each rule's route must exist."""
+    alerts = _convert_checked(report, ("alerts",), raw, AlertsConfig)
+    if alerts is None:
+        return
+    if alerts.attempts < 1:
+        report.add(("alerts", "attempts"), f"expected at least 1, found {alerts.attempts}")
+    if alerts.sink is not None:
+        extra = sorted(set(alerts.sink) & (_SINK_KEYS - {"type"}))
+        for key in extra:
+            report.add(("alerts", "sink", key), f"{key!r} is not supported for the alert sink")
+        if not extra:
+            config.alert_sink = _component(
+                report, registry, "sink", ("alerts", "sink"), alerts.sink
+            )
+    elif alerts.rules:
+        report.add(("alerts",), "missing key 'sink': the rules need a sink to send alerts through")
+    names: set[str] = set()
+    for index, rule in enumerate(alerts.rules):
+        keypath = ("alerts", "rules", index)
+        if rule.route is not None and rule.route not in routes:
+            known = ", ".join(sorted(routes)) or "none"
+            report.add((*keypath, "route"), f"no route named {rule.route!r}; known: {known}")
+        if rule.threshold < 0:
+            report.add((*keypath, "threshold"), f"expected 0 or more, found {rule.threshold}")
+        if not rule.name:
+            rule.name = rule.when if rule.route is None else f"{rule.when}:{rule.route}"
+        if rule.name in names:
+            report.add((*keypath, "name"), f"duplicate alert name {rule.name!r}: give each a name")
+        names.add(rule.name)
+    config.alerts = alerts
 
 
 def _tables(report: _Reporter, keypath: tuple[str | int, ...], value: Any) -> list[dict[str, Any]]:

@@ -8,11 +8,9 @@ from integrator.engine.backpressure import Backpressure
 
 
 def test_intake_pauses_at_high_water_and_resumes_below_low_water() -> None:
-    waiting = 0
-    gate = Backpressure(lambda: waiting, high_water=10, low_water=5)
-    observed = []
-    for waiting in (0, 9, 10, 8, 6, 5, 4, 9):
-        observed.append(gate.accepting)
+    levels = iter((0, 9, 10, 8, 6, 5, 4, 9))
+    gate = Backpressure(lambda: next(levels), high_water=10, low_water=5)
+    observed = [gate.accepting for _ in range(8)]
     assert observed == [True, True, False, False, False, False, True, True]
 
 

@@ -12,7 +12,7 @@ seen, so a literal ``${`` in a TOML file is written ``$$${``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -42,11 +42,24 @@ class Template:
     def expressions(self) -> list[Expression]:
         return [part for part in self._parts if isinstance(part, Expression)]
 
-    def render(self, data: Message | Mapping[str, Any]) -> str:
+    @property
+    def single_hole(self) -> bool:
+        """Whether the template is one ``${…}`` and nothing else."""
+        return len(self._parts) == 1 and isinstance(self._parts[0], Expression)
+
+    def render(
+        self, data: Message | Mapping[str, Any], escape: Callable[[str], str] | None = None
+    ) -> str:
+        """The text, with each hole's value passed through ``escape`` when given
+        (percent-encoding for URLs); literal text is never escaped."""
         view = data.to_dict() if isinstance(data, Message) else data
         out: list[str] = []
         for part in self._parts:
-            out.append(part if isinstance(part, str) else render_value(part.evaluate(view)))
+            if isinstance(part, str):
+                out.append(part)
+            else:
+                value = render_value(part.evaluate(view))
+                out.append(escape(value) if escape is not None else value)
         return "".join(out)
 
 

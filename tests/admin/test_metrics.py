@@ -132,7 +132,9 @@ async def test_latency_histogram_and_reload_counters_are_exported(
         le = "+Inf" if bound == float("inf") else str(float(bound))
         assert samples[(bucket, (("le", le), *labels))] == count
     assert samples[("integrator_delivery_latency_seconds_count", labels)] == delivered
-    assert samples[("integrator_delivery_latency_seconds_sum", labels)] == pytest.approx(latency.sum)
+    assert samples[("integrator_delivery_latency_seconds_sum", labels)] == pytest.approx(
+        latency.sum
+    )
     assert 0 < latency.sum / delivered < 5, "ingest-to-delivery latency is plausible"
     assert samples[("integrator_reloads_total", (("outcome", "refused"),))] == 1
     assert samples[("integrator_reloads_total", (("outcome", "applied"),))] == 0
