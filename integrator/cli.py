@@ -34,6 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return EXIT_INVALID
+    if args.handler is not cmd_run:
+        # Commands report problems themselves; keep library warnings out of their output.
+        setup_logging("error")
     try:
         code: int = args.handler(args)
         return code
