@@ -8,6 +8,7 @@ the TOML line, the route, the full key path, what was expected and what was foun
 from __future__ import annotations
 
 import difflib
+import inspect
 import os
 import re
 import tomllib
@@ -365,8 +366,9 @@ _EXPECTED = re.compile(r"Expected `(?P<exp>[^`]+)`, got `(?P<got>[^`]+)`")
 class _Reporter:
     """Collects problems as ``file:line: route 'r': key.path: message`` lines."""
 
-    def __init__(self, path: Path, text: str) -> None:
+    def __init__(self, path: Path, text: str, registry: Registry | None = None) -> None:
         self.path = path
+        self.registry = registry
         self.locator = _Locator(text)
         self.problems: list[str] = []
 
@@ -493,7 +495,7 @@ def load_config(path: str | os.PathLike[str], registry: Registry) -> Config:
 
 
 def parse_config(text: str, path: Path, registry: Registry) -> Config:
-    report = _Reporter(path, text)
+    report = _Reporter(path, text, registry)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -648,6 +650,8 @@ def _load_alerts(
         return
     if alerts.attempts < 1:
         report.add(("alerts", "attempts"), f"expected at least 1, found {alerts.attempts}")
+    if alerts.interval <= 0:
+        report.add(("alerts", "interval"), "expected a duration above 0")
     if alerts.sink is not None:
         extra = sorted(set(alerts.sink) & (_SINK_KEYS - {"type"}))
         for key in extra:
@@ -830,8 +834,11 @@ def _component_options(
         return None
     check = getattr(options, "validate", None)
     if callable(check):
+        # ``validate(registry=…)`` lets an option name another plugin component
+        # (a signature scheme, a codec) and still be checked at load time.
+        wants_registry = "registry" in inspect.signature(check).parameters
         try:
-            check()
+            check(registry=report.registry) if wants_registry else check()
         except ValueError as err:
             report.add(keypath, str(err))
     return options

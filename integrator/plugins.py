@@ -54,14 +54,11 @@ KINDS: dict[str, tuple[str, type | None]] = {
 
 #: Which first-party distribution provides a component, for "did you install…?" hints.
 KNOWN_PROVIDERS: dict[str, str] = {
-    "redis": "integrator-redis",
     "redis_stream": "integrator-redis",
-    "redis_pubsub": "integrator-redis",
+    "redis_publish": "integrator-redis",
     "amqp": "integrator-amqp",
-    "rabbitmq": "integrator-amqp",
     "mqtt": "integrator-mqtt",
     "nats": "integrator-nats",
-    "jetstream": "integrator-nats",
     "postgres": "integrator-postgres",
     "postgres_poll": "integrator-postgres",
     "postgres_listen": "integrator-postgres",

@@ -7,6 +7,7 @@ token before any of them runs. Replies go through
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import anyio
@@ -19,7 +20,7 @@ from integrator.admin.sampler import Sampler
 from integrator.admin.views import route_view, route_views, status_view
 from integrator.config import load_config
 from integrator.delivery.store import DeadLetter
-from integrator.errors import ConfigError
+from integrator.errors import ConfigError, IntegratorError
 
 if TYPE_CHECKING:
     from integrator.engine.daemon import Daemon
@@ -27,6 +28,10 @@ if TYPE_CHECKING:
 
 DLQ_LIMIT_MAX = 1000
 REPLAY_CHUNK = 100
+#: Who the audit trail names for actions taken through this API.
+ACTOR = "admin api"
+
+log = logging.getLogger("integrator.admin")
 
 
 @runtime_checkable
@@ -94,6 +99,13 @@ class AdminAPI:
         assert self.daemon.services is not None
         return self.daemon.services.store
 
+    async def _audit(self, request: web.Request, action: str, details: dict[str, Any]) -> None:
+        """Record an action in the audit trail; a store failure is logged, not answered."""
+        try:
+            await self.store.audit(action, ACTOR, {**details, "remote": request.remote})
+        except IntegratorError as err:
+            log.error("cannot record %s in the audit trail: %s", action, err)
+
     # -- routes ------------------------------------------------------------------------------
 
     async def status(self, request: web.Request) -> web.Response:
@@ -122,11 +134,13 @@ class AdminAPI:
     async def pause(self, request: web.Request) -> web.Response:
         runtime = self._running(request)
         runtime.pause()
+        await self._audit(request, "route.pause", {"route": runtime.name})
         return json_response(route_view(self.daemon, runtime.name, self.sampler))
 
     async def resume(self, request: web.Request) -> web.Response:
         runtime = self._running(request)
         runtime.resume()
+        await self._audit(request, "route.resume", {"route": runtime.name})
         return json_response(route_view(self.daemon, runtime.name, self.sampler))
 
     async def poll(self, request: web.Request) -> web.Response:
@@ -140,6 +154,7 @@ class AdminAPI:
                 "triggered (only sources with a trigger() method poll on demand)",
             )
         await runtime.source.trigger()
+        await self._audit(request, "route.poll", {"route": runtime.name})
         return json_response({"route": runtime.name, "triggered": True}, status=202)
 
     # -- dead letters ------------------------------------------------------------------------
@@ -172,6 +187,8 @@ class AdminAPI:
         for start in range(0, len(ids), REPLAY_CHUNK):
             replayed += await self.store.dlq_replay(ids[start : start + REPLAY_CHUNK])
         self._wake_all()
+        selection = {"ids": wanted.ids, "route": wanted.route, "all": wanted.all}
+        await self._audit(request, "dlq.replay", {**selection, "count": replayed})
         return json_response({"replayed": replayed})
 
     def _wake_all(self) -> None:
@@ -185,7 +202,7 @@ class AdminAPI:
 
     async def reload(self, request: web.Request) -> web.Response:
         async with self._reload_lock:
-            applied = await self.daemon.reload()
+            applied = await self.daemon.reload(actor=ACTOR)  # the daemon records it
         if applied:
             return json_response({"applied": True, "problems": []})
         problems = await self._config_problems()

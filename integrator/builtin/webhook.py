@@ -73,7 +73,7 @@ class WebhookOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: A request header holding the sender's delivery id, when the scheme does not give one.
     id_header: str | None = None
 
-    def validate(self) -> None:
+    def validate(self, registry: Any = None) -> None:
         if not self.path.startswith("/"):
             raise ValueError(f"path: must start with '/', found {self.path!r}")
         if not self.methods or not all(m.isascii() and m.isalpha() for m in self.methods):
@@ -90,10 +90,17 @@ class WebhookOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
                 raise ValueError(
                     "verify: needs a 'scheme', for example 'github' or 'standard-webhooks'"
                 )
-            # Built-in schemes are checked now so `integrator check` catches a bad secret;
-            # a plugin's scheme is checked when the route starts (it needs the registry).
-            if name in SCHEMES:
+            # Checked now, so `integrator check` catches a misspelt scheme or a bad secret.
+            registered = registry.get("signature", name) if registry is not None else None
+            if registered is not None:
+                scheme_options(self.verify, registered.component)
+            elif name in SCHEMES:
                 scheme_options(self.verify, SCHEMES[name])
+            elif registry is not None:
+                known = ", ".join(registry.names("signature"))
+                raise ValueError(
+                    f"verify.scheme: unknown signature scheme {name!r}; known schemes: {known}"
+                )
 
 
 def scheme_options(verify: dict[str, Any], scheme: type[SignatureScheme]) -> Any:

@@ -149,6 +149,9 @@ class Daemon:
         from integrator.admin.server import start_admin_listener
 
         await start_admin_listener(self, tg)
+        from integrator.alerts import start_alerts
+
+        await start_alerts(self, tg)
 
     def _init_shared(self, services: Services) -> None:
         """Objects shared by every route: rate limiters and breakers keyed by name."""

@@ -3,8 +3,7 @@
 A webhook source's ``verify`` table picks a scheme by name and gives its options::
 
     verify = { scheme = "github", secret = "${env:GITHUB_WEBHOOK_SECRET}" }
-    verify = { scheme = "stripe", secret = ["${env:STRIPE_NEW}", "${env:STRIPE_OLD}"],
-               tolerance = "5m" }
+    verify = { scheme = "stripe", secret = ["${env:NEW}", "${env:OLD}"], tolerance = "5m" }
 
 ``secret`` is one string or a list of strings (any of them is accepted, so secrets
 rotate without downtime). Schemes that sign a timestamp also take ``tolerance``

@@ -4,9 +4,13 @@ Most home-grown webhook signatures are "an HMAC of the body (maybe with a timest
 in front), hex or base64, in some header, maybe with a ``sha256=`` prefix". This
 scheme covers that family from options alone::
 
-    verify = { scheme = "hmac", secret = "${env:ACME_SECRET}", header = "x-acme-signature",
-               prefix = "sha256=", timestamp_header = "x-acme-timestamp",
-               signed_content = "{timestamp}.{body}" }
+    [routes.acme.source.verify]
+    scheme = "hmac"
+    secret = "${env:ACME_SECRET}"
+    header = "x-acme-signature"
+    prefix = "sha256="
+    timestamp_header = "x-acme-timestamp"
+    signed_content = "{timestamp}.{body}"
 
 ``signed_content`` is the text that was signed. Its placeholders are ``{body}`` (the
 raw request body, byte for byte), ``{timestamp}`` (the value of ``timestamp_header``,

@@ -23,14 +23,15 @@ class TcpProxy:
         self._open = True
         self._links: set[anyio.CancelScope] = set()
         self._tg: anyio.abc.TaskGroup | None = None
-        self._listener: anyio.abc.SocketListener | None = None
+        self._listener: anyio.abc.Listener[anyio.abc.SocketStream] | None = None
 
     async def __aenter__(self) -> TcpProxy:
-        self._listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-        self.port = self._listener.extra(anyio.abc.SocketAttribute.local_port)
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+        self._listener = listener
+        self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
-        self._tg.start_soon(self._listener.serve, self._handle)
+        self._tg.start_soon(listener.serve, self._handle)
         return self
 
     async def __aexit__(
@@ -71,8 +72,9 @@ class TcpProxy:
                     tg.start_soon(_pump, upstream, client, tg.cancel_scope)
             finally:
                 self._links.discard(link)
-                await anyio.aclose_forcefully(client)
-                await anyio.aclose_forcefully(upstream)
+                with anyio.CancelScope(shield=True):  # the link may be cancelled: close both
+                    await client.aclose()
+                    await upstream.aclose()
 
 
 async def _pump(

@@ -1,0 +1,28 @@
+"""integrator-mqtt: MQTT 5 and 3.1.1 for integrator.
+
+Provides the ``mqtt`` source (a subscription with a persistent session; QoS 1
+acknowledged after the engine commits) and the ``mqtt`` sink (QoS 1/2 publish that
+waits for the broker's acknowledgement). Installed, it is found through the
+``integrator`` entry point.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from integrator import hookimpl
+from integrator_mqtt.connection import MqttUnavailable
+from integrator_mqtt.sink import MqttSink
+from integrator_mqtt.source import MqttSource
+
+__all__ = ["MqttSink", "MqttSource", "MqttUnavailable"]
+
+
+@hookimpl
+def integrator_sources(register: Any) -> None:
+    register("mqtt", MqttSource)
+
+
+@hookimpl
+def integrator_sinks(register: Any) -> None:
+    register("mqtt", MqttSink)
