@@ -137,6 +137,21 @@ class RetryConfig(_Strict):
     multiplier: float = 2.0
 
 
+class BatchConfig(_Strict):
+    """Deliver a sink's messages in groups: one call per batch, body = array of bodies."""
+
+    #: At most this many messages in one batch.
+    max_count: int = 100
+    #: At most about this many bytes of JSON-encoded bodies in one batch.
+    max_bytes: Size = Size(1024 * 1024)
+    #: Send a partial batch once its first message has waited this long.
+    max_wait: Duration = Duration(1)
+
+    def __post_init__(self) -> None:
+        if self.max_count < 1:
+            raise ValueError("max_count must be at least 1")
+
+
 class BreakerConfig(_Strict):
     failure_threshold: int = 5
     cooldown: Duration = Duration(30)
@@ -159,6 +174,8 @@ class ComponentSpec(msgspec.Struct, kw_only=True):
     #: Sinks only: another sink of the route that takes over a delivery when this
     #: one's breaker is open or its attempts are exhausted.
     fallback: str | None = None
+    #: Sinks only: group deliveries into batches.
+    batch: BatchConfig | None = None
     raw: dict[str, Any] = {}
 
 
@@ -221,7 +238,16 @@ class _RouteTable(_Strict):
     tests: list[dict[str, Any]] = []
 
 
-_SINK_KEYS = {"type", "name", "middleware", "retry", "breaker", "concurrency", "fallback"}
+_SINK_KEYS = {
+    "type",
+    "name",
+    "middleware",
+    "retry",
+    "breaker",
+    "concurrency",
+    "fallback",
+    "batch",
+}
 _COMPONENT_KEYS = {"type"}
 
 
@@ -781,6 +807,7 @@ def _component(
             spec.name, spec.retry, spec.breaker = common.name, common.retry, common.breaker
             spec.concurrency = common.concurrency
             spec.fallback = common.fallback
+            spec.batch = common.batch
         except msgspec.ValidationError as err:
             report.add_validation(keypath, err, raw)
         chain = raw.get("middleware", [])
@@ -803,6 +830,7 @@ class _SinkCommon(_Strict):
     fallback: str | None = None
     retry: RetryConfig | None = None
     breaker: BreakerConfig | None = None
+    batch: BatchConfig | None = None
 
 
 def _component_options(

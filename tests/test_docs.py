@@ -61,9 +61,12 @@ CORE = {
     "rate_limit": cfg.RateLimitConfig,
     "retry": cfg.RetryConfig,
     "breaker": cfg.BreakerConfig,
+    "batch": cfg.BatchConfig,
     "routes": cfg._RouteTable,
     "sink keys": cfg._SinkCommon,
     "sqlite store": SQLiteOptions,
+    "alerts": cfg.AlertsConfig,
+    "alert rules": cfg.AlertRule,
 }
 
 

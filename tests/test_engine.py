@@ -392,3 +392,67 @@ def test_a_fallback_must_name_another_sink(tmp_path: Path) -> None:
         )
     else:
         raise AssertionError("accepted a fallback to nowhere")
+
+
+class RecordingSink(Sink):
+    CALLS: list[Message] = []
+
+    async def deliver(self, message: Message) -> None:
+        RecordingSink.CALLS.append(message)
+
+
+class BatchPlugin:
+    @hookimpl
+    def integrator_sinks(self, register: Any) -> None:
+        register("t-recording", RecordingSink)
+
+
+async def test_a_batching_sink_gets_arrays_of_bodies(run_route) -> None:
+    RecordingSink.CALLS.clear()
+    toml = """
+    [routes.r]
+    source = { type = "list", bodies = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9] }
+    sinks = [{ type = "t-recording", concurrency = 1, batch = { max_count = 4, max_wait = "50ms" } }]
+    """
+    async with run_route(toml, TestPlugin(), BatchPlugin()) as d:
+        await d.wait_delivered("r", 10)
+        assert d.services.store.pending() == 0
+    assert [m.body for m in RecordingSink.CALLS] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    first = RecordingSink.CALLS[0]
+    assert first.attributes["batch_ids"] == ["m0", "m1", "m2", "m3"]
+    assert first.id.startswith("batch-") and first.id.endswith("-4")
+
+
+async def test_a_partial_batch_leaves_after_max_wait(run_route) -> None:
+    RecordingSink.CALLS.clear()
+    toml = """
+    [routes.r]
+    source = { type = "list", bodies = ["only"] }
+    sinks = [{ type = "t-recording", batch = { max_count = 100, max_wait = "20ms" } }]
+    """
+    async with run_route(toml, TestPlugin(), BatchPlugin()) as d:
+        await d.wait_delivered("r", 1, timeout=5)
+    assert [m.body for m in RecordingSink.CALLS] == [["only"]]
+
+
+async def test_a_failed_batch_retries_every_member(run_route) -> None:
+    FlakySink.ATTEMPTS.clear()
+    FlakySink.DELIVERED.clear()
+    toml = """
+    [routes.r]
+    source = { type = "list", bodies = ["a", "b", "c"] }
+    sinks = [{ type = "flaky", fail_times = 1, concurrency = 1, batch = { max_count = 3, max_wait = "200ms" }, retry = { initial = "10ms", max = "10ms" } }]
+    """
+    async with run_route(toml, TestPlugin()) as d:
+        await d.wait_delivered("r", 3)
+        stats = d.services.stats["r"].sinks["flaky"]
+        assert stats.failed == 3, "each member was rescheduled once"
+    (batch_id,) = set(FlakySink.DELIVERED)
+    assert FlakySink.ATTEMPTS[batch_id] == 2, "the retried batch kept its id"
+
+
+def test_the_batch_id_depends_only_on_its_members() -> None:
+    from integrator.engine.route import batch_id
+
+    assert batch_id(["a", "b"]) == batch_id(["a", "b"])
+    assert batch_id(["a", "b"]) != batch_id(["b", "a"])

@@ -10,6 +10,7 @@ picked up again at the next start.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import logging
 import time
@@ -19,6 +20,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import msgspec
 
 from integrator.components import Context, Middleware, Sink, Source, build_chain
 from integrator.config import ComponentSpec, RouteConfig
@@ -32,6 +34,7 @@ from integrator.errors import DeliveryError
 from integrator.message import Message
 
 log = logging.getLogger("integrator.route")
+_json = msgspec.json.Encoder()
 
 #: A message attribute naming the sinks that should get it (set by ``switch``);
 #: absent, every sink of the route does.
@@ -378,9 +381,10 @@ class SinkWorker:
             ]
             heapq.heapify(self._retries)
             send, receive = anyio.create_memory_object_stream[Delivery](self.concurrency)
+            consume = self._batcher if self.spec.batch is not None else self._deliverer
             async with anyio.create_task_group() as tg:
                 for _ in range(self.concurrency):
-                    tg.start_soon(self._deliverer, receive.clone(), chain)
+                    tg.start_soon(consume, receive.clone(), chain)
                 receive.close()
                 task_status.started()
                 async with send:
@@ -419,6 +423,65 @@ class SinkWorker:
         async with receive:
             async for delivery in receive:
                 await self._deliver(delivery, chain)
+
+    async def _batcher(self, receive: anyio.abc.ObjectReceiveStream[Delivery], chain: Any) -> None:
+        """Group deliveries (``batch`` on the sink) and deliver each group in one call."""
+        batch = self.spec.batch
+        assert batch is not None
+        async with receive:
+            while True:
+                try:
+                    first = await receive.receive()
+                except anyio.EndOfStream:
+                    return
+                group, size = [first], _body_size(first.message)
+                deadline = time.monotonic() + float(batch.max_wait)
+                while len(group) < batch.max_count and size < batch.max_bytes:
+                    with anyio.move_on_after(deadline - time.monotonic()):
+                        try:
+                            item = await receive.receive()
+                        except anyio.EndOfStream:
+                            break
+                        group.append(item)
+                        size += _body_size(item.message)
+                        continue
+                    break  # max_wait reached: send what we have
+                await self._deliver_batch(group, chain)
+
+    async def _deliver_batch(self, group: list[Delivery], chain: Any) -> None:
+        """One message whose body is the array of bodies; its outcome is every member's."""
+        store = self.route.services.store
+        ids = [d.message.id for d in group]
+        message = Message(
+            id=batch_id(ids),
+            body=[d.message.body for d in group],
+            headers=group[0].message.headers,
+            attributes={"batch_ids": ids, "batch_size": len(group)},
+            created_at=min(d.message.created_at for d in group),
+        )
+        try:
+            await chain(message)
+        except DeliveryError as err:
+            failure: tuple[str, bool, float | None] = (
+                describe(err),
+                err.retriable,
+                err.retry_after,
+            )
+        except Exception as err:
+            failure = (describe(err), True, None)
+        else:
+            async with anyio.create_task_group() as tg:  # concurrent writes: one commit
+                for delivery in group:
+                    tg.start_soon(store.delivered, delivery)
+            now = time.time()
+            self.stats.delivered += len(group)
+            self.stats.last_success_at = now
+            for delivery in group:
+                self.stats.latency.observe(now - delivery.message.created_at)
+            return
+        async with anyio.create_task_group() as tg:
+            for delivery in group:
+                tg.start_soon(self._failed, delivery, *failure)
 
     async def _deliver(self, delivery: Delivery, chain: Any) -> None:
         store = self.route.services.store
@@ -499,6 +562,19 @@ class SinkWorker:
         for worker in self.route.sinks:
             if worker.name == self.fallback:
                 worker.wakeup.set()
+
+
+def batch_id(ids: list[str]) -> str:
+    """A batch's id, stable for the same members: sinks can dedupe a retried batch."""
+    digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+    return f"batch-{digest}-{len(ids)}"
+
+
+def _body_size(message: Message) -> int:
+    body = message.body
+    if isinstance(body, bytes | str):
+        return len(body)
+    return len(_json.encode(body))
 
 
 async def _quietly(awaitable: Any, what: str) -> None:
