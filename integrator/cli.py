@@ -34,6 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return EXIT_INVALID
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))
     if args.handler is not cmd_run:
         # Commands report problems themselves; keep library warnings out of their output.
         setup_logging("error")
@@ -49,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
+    finally:  # called in-process (tests, embedding): leave logging as it was
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -80,8 +80,16 @@ class Daemon:
 
     @property
     def healthy(self) -> bool:
-        """For the watchdog: the supervisor runs and no route is failing."""
-        return self.services is not None and not self.services.health.unhealthy()
+        """For the systemd watchdog: the event loop turns and every route task is alive.
+
+        A failing *component* (a broker down, a crashing source) does not count: the
+        supervisor is handling it, and a restart of the whole daemon would not help.
+        What a restart fixes is a daemon whose route tasks died or whose loop is stuck
+        (then this is not even called).
+        """
+        if self.services is None:
+            return False
+        return all(not runtime.finished for runtime in self.routes.values())
 
     # -- main ------------------------------------------------------------------------------
 

@@ -164,6 +164,11 @@ class RouteRuntime:
                     component.set(State.STOPPED)
             self._finished.set()
 
+    @property
+    def finished(self) -> bool:
+        """Whether the route's task group has ended (stopped, or died)."""
+        return self._finished.is_set()
+
     def _running(self) -> bool:
         """Whether a crashed component should be restarted (not once we drain)."""
         return not self.draining

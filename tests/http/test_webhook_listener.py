@@ -260,12 +260,17 @@ async def source_error(r: Any, route: str = "r") -> str:
     )
 
 
-async def test_unknown_scheme_fails_the_route_with_the_known_ones(run_route, tmp_path) -> None:
+async def test_an_unknown_scheme_is_a_config_error_naming_the_known_ones(
+    run_route, tmp_path
+) -> None:
+    from integrator.errors import ConfigError
+
     source = f'{PLAIN}\nverify = {{ scheme = "githib", secret = "s" }}'
-    async with webhook_daemon(run_route, file_route(tmp_path / "o", source)) as r:
-        error = await source_error(r)
-        assert "unknown signature scheme 'githib'" in error and "github" in error
-        assert (await r.post("/hooks/plain", BODY)).status == 404
+    with pytest.raises(ConfigError) as caught:
+        async with webhook_daemon(run_route, file_route(tmp_path / "o", source)):
+            pass
+    (problem,) = caught.value.problems
+    assert "verify.scheme: unknown signature scheme 'githib'; known schemes: github" in problem
 
 
 async def test_two_routes_cannot_share_a_path(run_route, tmp_path: Path) -> None:

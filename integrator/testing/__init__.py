@@ -10,14 +10,27 @@ can use the fixtures without importing anything::
             sinks = [{ type = "my-sink", url = "..." }]
         ''') as daemon:
             await daemon.wait_delivered("demo", 3)
+
+Beside the in-process daemon, the package has the helpers that connector tests
+need again and again, each in its own module and importable from here:
+
+* :class:`TcpProxy` (``proxy``): a loopback proxy to cut, freeze and restore, to
+  make outages without stopping a shared server;
+* :class:`RecordingIntake` (``intake``, also the ``intake`` fixture): an intake the
+  test steers, for acknowledge-after-commit and backpressure tests;
+* :class:`DaemonProcess`, :class:`StoreLock`, :func:`daemon_config` (``process``,
+  and the ``daemon_process`` fixture): ``integrator run`` as a subprocess, for
+  ``kill -9`` tests;
+* :func:`eventually` (``waiting``): poll a plain or async condition, or fail
+  naming it;
+* :func:`read_jsonl`: what a ``file`` sink has written so far.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import textwrap
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -28,6 +41,28 @@ import pytest
 from integrator.config import Config, parse_config
 from integrator.engine.daemon import Daemon
 from integrator.plugins import Registry, build_registry, get_plugin_manager
+from integrator.testing.intake import RecordingIntake
+from integrator.testing.process import DaemonProcess, StoreLock, daemon_config
+from integrator.testing.proxy import TcpProxy
+from integrator.testing.waiting import TimedOut, eventually
+
+__all__ = [
+    "DaemonProcess",
+    "RecordingIntake",
+    "RunningDaemon",
+    "StoreLock",
+    "TcpProxy",
+    "TimedOut",
+    "daemon_config",
+    "daemon_process",
+    "eventually",
+    "intake",
+    "make_registry",
+    "read_jsonl",
+    "require_service",
+    "run_route",
+    "running_daemon",
+]
 
 
 def require_service(name: str, host: str, port: int) -> None:
@@ -60,11 +95,7 @@ class RunningDaemon:
     async def wait_for(
         self, predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition"
     ) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-            await anyio.sleep(0.01)
+        await eventually(predicate, what, timeout=timeout, interval=0.01)
 
     async def wait_delivered(
         self, route: str, count: int, sink: str | None = None, timeout: float = 10.0
@@ -94,15 +125,8 @@ async def running_daemon(
 ) -> AsyncIterator[RunningDaemon]:
     """Run a daemon on a config given as TOML text until the block exits."""
     pm, registry = make_registry(*plugins, entrypoints=entrypoints)
-    text = textwrap.dedent(toml)
-    # Appended, so top-level keys (``version = 1``) of the test's text stay at the top.
-    if "[daemon]" not in text:
-        text += f'\n[daemon]\nstate_dir = "{state_dir}"\nshutdown_timeout = "5s"\n'
-    # Tests run side by side: listeners take any free port unless the test says otherwise.
-    if "[admin]" not in text:
-        text += '\n[admin]\nlisten = "127.0.0.1:0"\n'
-    if "[webhooks]" not in text:
-        text += '\n[webhooks]\nlisten = "127.0.0.1:0"\n'
+    # State in state_dir, listeners on free ports, unless the test's text says otherwise.
+    text = daemon_config(toml, state_dir)
     config_path = state_dir / "integrator.toml"
     state_dir.mkdir(parents=True, exist_ok=True)
     config_path.write_text(text)
@@ -126,3 +150,34 @@ def run_route(tmp_path: Path) -> Callable[..., Any]:
         return running_daemon(toml, tmp_path / "state", *plugins, entrypoints=entrypoints)
 
     return start
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The messages a ``file`` sink has written to ``path`` so far (none if no file yet)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture
+def intake() -> RecordingIntake:
+    """A fresh :class:`RecordingIntake` to run a source against."""
+    return RecordingIntake()
+
+
+@pytest.fixture
+def daemon_process(tmp_path: Path) -> Iterator[Callable[[Path], DaemonProcess]]:
+    """Start ``integrator run -c CONFIG`` subprocesses: ``daemon = daemon_process(config)``.
+
+    Each logs to its own file in ``tmp_path``; any still running after the test is killed.
+    """
+    started: list[DaemonProcess] = []
+
+    def start(config: Path) -> DaemonProcess:
+        process = DaemonProcess(config, tmp_path / f"daemon-{len(started)}.log")
+        started.append(process)
+        return process.start()
+
+    yield start
+    for process in started:
+        process.close()

@@ -1,0 +1,97 @@
+"""The benchmark still runs: ``bench/run.py --smoke`` on a tiny load produces numbers.
+
+Speed is never asserted here (the machine may be busy; the benchmark itself judges
+speed against its baselines). What is asserted is that every scenario ran, that
+its measurements are real numbers, and that nothing acknowledged was lost.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = ("ingest", "e2e", "chain", "backlog", "idle")
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    tmp = tmp_path_factory.mktemp("bench")
+    out = tmp / "results.json"
+    done = subprocess.run(
+        [sys.executable, "bench/run.py", "--smoke", "--json", str(out), "--workdir", str(tmp / "work")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=55,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result: dict[str, Any] = json.loads(out.read_text())
+    result["stdout"] = done.stdout
+    return result
+
+
+def _scenario(result: dict[str, Any], key: str) -> dict[str, Any]:
+    found = [s for s in result["scenarios"] if s["key"] == key]
+    assert found, f"scenario {key} missing from {[s['key'] for s in result['scenarios']]}"
+    return found[0]
+
+
+def _row(scenario: dict[str, Any], metric: str) -> dict[str, Any]:
+    for row in scenario["rows"]:
+        if row["metric"] == metric:
+            return row
+    raise AssertionError(f"{scenario['key']}: no row {metric!r}")
+
+
+def test_every_scenario_ran_without_error(smoke: dict[str, Any]) -> None:
+    assert [s["key"] for s in smoke["scenarios"]] == list(SCENARIOS)
+    assert [s["error"] for s in smoke["scenarios"]] == [None] * len(SCENARIOS)
+
+
+def test_every_measurement_is_a_finite_number(smoke: dict[str, Any]) -> None:
+    for scenario in smoke["scenarios"]:
+        for row in scenario["rows"]:
+            for key in ("value", "baseline", "ratio"):
+                value = row[key]
+                assert value is None or math.isfinite(value), (scenario["key"], row)
+            assert row["value"] is not None, (scenario["key"], row)
+
+
+def test_load_scenarios_measured_both_sides(smoke: dict[str, Any]) -> None:
+    ingest = _row(_scenario(smoke, "ingest"), "req/s")
+    delivered = _row(_scenario(smoke, "e2e"), "delivered/s")
+    for row in (ingest, delivered):
+        assert row["value"] > 0 and row["baseline"] > 0 and row["ratio"] > 0
+        assert row["check"] is not None and isinstance(row["check"]["passed"], bool)
+
+
+def test_nothing_acknowledged_was_lost(smoke: dict[str, Any]) -> None:
+    ingest = _scenario(smoke, "ingest")
+    assert ingest["details"]["stored_during_load"] >= ingest["details"]["integrator"]["ok"] > 0
+    e2e = _scenario(smoke, "e2e")["details"]["integrator"]
+    assert e2e["delivered"] >= e2e["ok"] > 0
+    backlog = _scenario(smoke, "backlog")["details"]
+    assert backlog["drained"] and backlog["left"] == 0
+    assert backlog["lines_written"] == backlog["messages"] > 0
+
+
+def test_idle_and_machine_details_are_recorded(smoke: dict[str, Any]) -> None:
+    idle = _scenario(smoke, "idle")
+    assert _row(idle, "RSS")["value"] > 0
+    assert 0 < _row(idle, "start to READY")["value"] < 30
+    machine = smoke["machine"]
+    for key in ("cpu_model", "cpus", "python", "kernel", "date", "generator"):
+        assert machine[key], key
+
+
+def test_the_table_is_printed(smoke: dict[str, Any]) -> None:
+    for title in ("1 durable ingest", "2 end to end", "3 middleware chain", "4 backlog", "5 idle"):
+        assert title in smoke["stdout"]
+    assert "PASS" in smoke["stdout"] or "MISS" in smoke["stdout"]
