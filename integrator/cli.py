@@ -110,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_status_command(commands)
 
+    from integrator.send_cli import add_send_command
+
+    add_send_command(commands)
+
     dlq = command("dlq", "list, show, replay or purge dead letters", None)
     dlq_commands = dlq.add_subparsers(title="dlq commands", metavar="ACTION")
 

@@ -114,9 +114,13 @@ def admin_target(config_file: str | None, url: str | None = None) -> AdminTarget
     return AdminTarget(f"http://{address}", token)
 
 
-def fetch(target: AdminTarget, path: str) -> bytes:
-    """GET an admin API path; turn every failure into an error an operator can act on."""
-    request = urllib.request.Request(target.url + path, headers={"Accept": "application/json"})
+def fetch(target: AdminTarget, path: str, data: bytes | None = None) -> bytes:
+    """GET (or, with ``data``, POST JSON to) an admin API path; turn every failure into
+    an error an operator can act on."""
+    headers = {"Accept": "application/json"}
+    if data is not None:
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(target.url + path, data=data, headers=headers)
     if target.token:
         request.add_header("Authorization", f"Bearer {target.token}")
     where = target.url.removeprefix("http://")

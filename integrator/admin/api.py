@@ -21,6 +21,7 @@ from integrator.admin.views import route_view, route_views, status_view
 from integrator.config import load_config
 from integrator.delivery.store import DeadLetter
 from integrator.errors import ConfigError, IntegratorError
+from integrator.message import Message
 
 if TYPE_CHECKING:
     from integrator.engine.daemon import Daemon
@@ -74,6 +75,15 @@ def _entry(entry: DeadLetter, *, full: bool = False) -> dict[str, Any]:
     return data
 
 
+class InjectedMessage(msgspec.Struct, forbid_unknown_fields=True):
+    """What ``POST /api/routes/{name}/send`` takes (``integrator send``)."""
+
+    body: Any = None
+    headers: dict[str, str] = {}
+    attributes: dict[str, Any] = {}
+    id: str | None = None
+
+
 class AdminAPI:
     def __init__(self, daemon: Daemon, sampler: Sampler) -> None:
         self.daemon = daemon
@@ -88,6 +98,7 @@ class AdminAPI:
             web.post("/api/routes/{name}/pause", self.pause),
             web.post("/api/routes/{name}/resume", self.resume),
             web.post("/api/routes/{name}/poll", self.poll),
+            web.post("/api/routes/{name}/send", self.send),
             web.get("/api/dlq", self.dlq_list),
             web.get("/api/dlq/{id}", self.dlq_show),
             web.post("/api/dlq/replay", self.dlq_replay),
@@ -142,6 +153,28 @@ class AdminAPI:
         runtime.resume()
         await self._audit(request, "route.resume", {"route": runtime.name})
         return json_response(route_view(self.daemon, runtime.name, self.sampler))
+
+    async def send(self, request: web.Request) -> web.Response:
+        """Inject a message into a route, as if its source had received it."""
+        runtime = self._running(request)
+        try:
+            given = msgspec.json.decode(await request.read(), type=InjectedMessage)
+        except msgspec.DecodeError as err:
+            raise AdminProblem(
+                400, f"expected {{body, headers?, attributes?, id?}}: {err}"
+            ) from err
+        message = Message(
+            body=given.body,
+            headers={k.lower(): v for k, v in given.headers.items()},
+            attributes={**given.attributes, "injected_by": ACTOR},
+        )
+        if given.id:
+            message = message.evolve(id=given.id)
+        from integrator.engine.route import RouteIntake
+
+        (accepted,) = await RouteIntake(runtime).submit([message])
+        await self._audit(request, "route.send", {"route": runtime.name, "id": message.id})
+        return json_response({"route": runtime.name, "id": message.id, "accepted": accepted})
 
     async def poll(self, request: web.Request) -> web.Response:
         runtime = self._running(request)
