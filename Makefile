@@ -5,28 +5,39 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PLUGINS := $(wildcard plugins/integrator-*)
-STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
 
-$(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
-	bash .ci/system-deps
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# The daemon alone: the core package (plugins are optional extras an operator adds).
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+# Everything the tests use: test tools, every plugin under plugins/, and the system
+# packages some tests drive (systemd-analyze, Chromium; installed when root).
+$(TEST_STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml) | $(BIN)/python
+	bash .ci/system-deps
 	$(BIN)/python -m pip install --quiet -e '.[test]' $(foreach p,$(PLUGINS),-e './$(p)[test]')
-	touch $(STAMP)
+	touch $@ $(RUN_STAMP)
 
-.PHONY: run test lint install clean
-install: $(STAMP)
-
-run: $(STAMP)
+.PHONY: run test lint bench clean
+run: $(RUN_STAMP)
 	$(BIN)/integrator run -c config/integrator.toml
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check integrator tests plugins bench
 	$(BIN)/ruff format --check integrator tests plugins bench
 	$(BIN)/mypy integrator
 
 test: lint
 	$(BIN)/pytest
+
+bench: $(TEST_STAMP)
+	$(BIN)/python bench/run.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
