@@ -484,9 +484,13 @@ class SinkWorker:
             for delivery in group:
                 self.stats.latency.observe(now - delivery.message.created_at)
             return
+        # One delay for the whole group, so its members come back together and are
+        # batched again as the same batch (same id), rather than jittered apart.
+        attempts = max(d.attempts for d in group) + 1
+        delay = self.policy.next_delay(attempts, retry_after=failure[2])
         async with anyio.create_task_group() as tg:
             for delivery in group:
-                tg.start_soon(self._failed, delivery, *failure)
+                tg.start_soon(self._failed, delivery, *failure, delay)
 
     async def _deliver(self, delivery: Delivery, chain: Any) -> None:
         store = self.route.services.store
@@ -506,15 +510,23 @@ class SinkWorker:
             self.stats.last_success_at = time.time()
 
     async def _failed(
-        self, delivery: Delivery, reason: str, retriable: bool, retry_after: float | None
+        self,
+        delivery: Delivery,
+        reason: str,
+        retriable: bool,
+        retry_after: float | None,
+        delay: float | None = None,
     ) -> None:
+        """Reschedule a failed delivery (after ``delay``, or the policy's backoff), hand it
+        to the fallback, or dead-letter it."""
         store = self.route.services.store
         now = time.time()
         attempts = delivery.attempts + 1
         first = delivery.first_attempt_at or now
         self.stats.last_error, self.stats.last_error_at = reason, now
         if self.policy.should_retry(attempts, first, now, retriable):
-            delay = self.policy.next_delay(attempts, retry_after=retry_after)
+            if delay is None:
+                delay = self.policy.next_delay(attempts, retry_after=retry_after)
             await store.reschedule(delivery, now + delay, reason)
             heapq.heappush(self._retries, (delivery.next_at, delivery.seq, delivery))
             self.stats.failed += 1

@@ -46,6 +46,7 @@ from integrator.testing.process import DaemonProcess, StoreLock, daemon_config
 from integrator.testing.proxy import TcpProxy
 from integrator.testing.waiting import TimedOut, eventually
 
+# The fixtures (run_route, intake, daemon_process) reach tests through the plugin.
 __all__ = [
     "DaemonProcess",
     "RecordingIntake",
@@ -54,13 +55,10 @@ __all__ = [
     "TcpProxy",
     "TimedOut",
     "daemon_config",
-    "daemon_process",
     "eventually",
-    "intake",
     "make_registry",
     "read_jsonl",
     "require_service",
-    "run_route",
     "running_daemon",
 ]
 

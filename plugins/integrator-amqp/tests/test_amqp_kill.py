@@ -10,29 +10,20 @@ from __future__ import annotations
 
 import aio_pika
 
+from integrator.testing import StoreLock, daemon_config, eventually, read_jsonl
+
 
 async def test_a_message_received_but_not_acknowledged_survives_kill_9(
-    tmp_path, amqp_channel, queue_name, daemon_process, lock_store, until, jsonl, depth
+    tmp_path, amqp_channel, queue_name, daemon_process, depth
 ):
     queue, out, state = queue_name(), tmp_path / "out.jsonl", tmp_path / "state"
     config = tmp_path / "integrator.toml"
-    config.write_text(
-        f"""
-        [daemon]
-        state_dir = "{state}"
-        shutdown_timeout = "2s"
-
-        [admin]
-        listen = "127.0.0.1:0"
-
-        [store]
-        options = {{ busy_timeout = 30 }}
-
+    routes = f"""
         [routes.r]
         source = {{ type = "amqp", url = "amqp://guest:guest@127.0.0.1:5672/", queue = "{queue}" }}
         sinks = [{{ type = "file", path = "{out}" }}]
-        """.replace("\n        ", "\n")
-    )
+    """
+    config.write_text(daemon_config(routes, state, shutdown_timeout="2s", store_busy_timeout=30))
 
     async def consumers() -> int:
         try:
@@ -46,28 +37,23 @@ async def test_a_message_received_but_not_acknowledged_survives_kill_9(
         return await depth(amqp_channel, queue)
 
     first = daemon_process(config)
-    await first.start()
-    await until(lambda: _equals(consumers(), 1), "the daemon to start consuming", timeout=20)
+    await first.wait_until(lambda: _equals(consumers(), 1), "the daemon to start consuming")
 
-    lock = lock_store(state / "integrator.db")
-    try:
+    with StoreLock(state):
         await amqp_channel.default_exchange.publish(
             aio_pika.Message(b'{"order": 42}', message_id="order-42"), routing_key=queue
         )
-        await until(lambda: _equals(ready_messages(), 0), "the daemon to receive the message")
-        await first.kill()
-    finally:
-        lock.release()
-    await until(lambda: _equals(ready_messages(), 1), "the broker to requeue the message")
-    assert jsonl(out) == []
+        await eventually(lambda: _equals(ready_messages(), 0), "the daemon to receive the message")
+        first.kill()
+    await eventually(lambda: _equals(ready_messages(), 1), "the broker to requeue the message")
+    assert read_jsonl(out) == []
 
     second = daemon_process(config)
-    await second.start()
-    await until(lambda: jsonl(out), "the message delivered after the restart", timeout=20)
+    await second.wait_until(lambda: read_jsonl(out), "the message delivered after the restart")
     assert await second.stop() == 0, second.output()
     assert await ready_messages() == 0, "the redelivered message was not acknowledged"
 
-    (message,) = jsonl(out)
+    (message,) = read_jsonl(out)
     assert (message["id"], message["body"]) == ("order-42", {"order": 42})
     assert message["attributes"]["redelivered"] is True
 

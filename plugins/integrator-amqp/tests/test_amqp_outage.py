@@ -10,6 +10,7 @@ import aio_pika
 import integrator_amqp
 
 from integrator.engine.health import State
+from integrator.testing import eventually, read_jsonl
 
 
 async def publish(channel, queue: str, body: str) -> None:
@@ -18,7 +19,7 @@ async def publish(channel, queue: str, body: str) -> None:
 
 
 async def test_the_source_reconnects_and_reads_what_was_published_during_the_outage(
-    run_route, amqp_channel, amqp_proxy, queue_name, tmp_path, jsonl, until, depth
+    run_route, amqp_channel, amqp_proxy, queue_name, tmp_path, depth
 ):
     queue, out = queue_name(), tmp_path / "out.jsonl"
     async with (
@@ -44,16 +45,16 @@ async def test_the_source_reconnects_and_reads_what_was_published_during_the_out
         await daemon.wait_delivered("r", 3)
 
         proxy.cut()
-        await until(lambda: health.state is State.FAILING, "the source to report the outage")
+        await eventually(lambda: health.state is State.FAILING, "the source to report the outage")
         assert "AmqpUnavailable" in health.last_error
         for n in range(3, 6):
             await publish(amqp_channel, queue, str(n))
 
         proxy.restore()
         await daemon.wait_delivered("r", 6, timeout=15)
-        await until(lambda: health.state is State.RUNNING, "the source to run again")
+        await eventually(lambda: health.state is State.RUNNING, "the source to run again")
 
-    assert sorted(m["body"] for m in jsonl(out)) == list(range(6))
+    assert sorted(m["body"] for m in read_jsonl(out)) == list(range(6))
     assert await depth(amqp_channel, queue) == 0
 
 

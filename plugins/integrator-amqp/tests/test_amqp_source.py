@@ -10,6 +10,7 @@ from integrator_amqp.source import AmqpSource, AmqpSourceOptions
 
 from integrator.components import Context
 from integrator.errors import StoreError
+from integrator.testing import eventually, read_jsonl
 
 URL = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -23,7 +24,7 @@ async def publish(channel, queue: str, body: bytes, **properties) -> None:
 
 
 async def test_messages_reach_a_file_sink_with_their_id_headers_and_attributes(
-    run_route, amqp_channel, queue_name, tmp_path, jsonl
+    run_route, amqp_channel, queue_name, tmp_path
 ):
     queue, out = queue_name(), tmp_path / "out.jsonl"
     async with run_route(
@@ -45,7 +46,7 @@ async def test_messages_reach_a_file_sink_with_their_id_headers_and_attributes(
         await publish(amqp_channel, queue, b"123", content_type="text/plain")
         await daemon.wait_delivered("r", 2)
 
-    order, text = sorted(jsonl(out), key=lambda m: m["id"] != "order-7")  # any order on disk
+    order, text = sorted(read_jsonl(out), key=lambda m: m["id"] != "order-7")  # any order on disk
     assert order["id"] == "order-7"
     assert order["body"] == {"order": 7}
     assert order["headers"] == {
@@ -63,7 +64,7 @@ async def test_messages_reach_a_file_sink_with_their_id_headers_and_attributes(
 
 
 async def test_a_failed_commit_leaves_the_message_in_the_queue_for_the_next_run(
-    amqp_channel, queue_name, intake, until
+    amqp_channel, queue_name, intake
 ):
     queue = queue_name()
     intake.fail = StoreError("disk full")
@@ -76,14 +77,14 @@ async def test_a_failed_commit_leaves_the_message_in_the_queue_for_the_next_run(
     intake.fail = None  # the store is back: the broker delivers the message again
     async with anyio.create_task_group() as tg:
         await tg.start(source.run, intake)
-        await until(lambda: intake.committed, "the redelivered message")
+        await eventually(lambda: intake.committed, "the redelivered message")
         tg.cancel_scope.cancel()
     (message,) = intake.committed
     assert (message.id, message.body) == ("m-1", "kept")
     assert message.attributes["redelivered"] is True
 
 
-async def test_a_committed_message_is_acknowledged(amqp_channel, queue_name, intake, until, depth):
+async def test_a_committed_message_is_acknowledged(amqp_channel, queue_name, intake, depth):
     queue = queue_name()
     intake.gate = anyio.Event()
     async with anyio.create_task_group() as tg:
@@ -92,7 +93,7 @@ async def test_a_committed_message_is_acknowledged(amqp_channel, queue_name, int
         with anyio.fail_after(5):
             await intake.submitting.wait()
         intake.gate.set()
-        await until(lambda: intake.committed, "the commit")
+        await eventually(lambda: intake.committed, "the commit")
         await anyio.sleep(0.1)
         tg.cancel_scope.cancel()  # closing the connection requeues whatever is unacknowledged
     await anyio.sleep(0.1)
@@ -100,10 +101,10 @@ async def test_a_committed_message_is_acknowledged(amqp_channel, queue_name, int
 
 
 async def test_under_backpressure_only_prefetch_messages_leave_the_queue(
-    amqp_channel, queue_name, intake, until, depth
+    amqp_channel, queue_name, intake, depth
 ):
     queue = queue_name()
-    intake.open = anyio.Event()  # the store is above its high-water mark
+    intake.pause()  # the store is above its high-water mark
     async with anyio.create_task_group() as tg:
         await tg.start(make_source(queue, prefetch=2).run, intake)
         for n in range(5):
@@ -112,8 +113,8 @@ async def test_under_backpressure_only_prefetch_messages_leave_the_queue(
         assert await depth(amqp_channel, queue) == 3, "the broker holds all but the prefetch"
         assert intake.committed == []
 
-        intake.open.set()
-        await until(lambda: len(intake.committed) == 5, "every message once intake resumes")
+        intake.resume()
+        await eventually(lambda: len(intake.committed) == 5, "every message once intake resumes")
         tg.cancel_scope.cancel()
     assert sorted(m.body for m in intake.committed) == [0, 1, 2, 3, 4]
 

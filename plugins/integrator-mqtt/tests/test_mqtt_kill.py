@@ -12,53 +12,40 @@ from __future__ import annotations
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from integrator.testing import StoreLock, daemon_config, read_jsonl
+
 
 async def test_a_message_received_but_not_acknowledged_survives_kill_9(
-    tmp_path, publisher, topic, client_id, daemon_process, lock_store, until, jsonl
+    tmp_path, publisher, topic, client_id, daemon_process
 ):
     name, out, state = topic(), tmp_path / "out.jsonl", tmp_path / "state"
     config = tmp_path / "integrator.toml"
-    config.write_text(
-        f"""
-        [daemon]
-        state_dir = "{state}"
-        shutdown_timeout = "2s"
-        log_level = "debug"
-
-        [admin]
-        listen = "127.0.0.1:0"
-
-        [store]
-        options = {{ busy_timeout = 30 }}
-
+    routes = f"""
         [routes.r]
         source = {{ type = "mqtt", topics = ["{name}"], client_id = "{client_id()}" }}
         sinks = [{{ type = "file", path = "{out}" }}]
-        """.replace("\n        ", "\n")
+    """
+    config.write_text(
+        daemon_config(
+            routes, state, shutdown_timeout="2s", log_level="debug", store_busy_timeout=30
+        )
     )
 
     first = daemon_process(config)
-    await first.start()
-    await until(lambda: "mqtt: subscribed" in first.output(), "the daemon to subscribe", timeout=20)
+    await first.wait_for_output("mqtt: subscribed")
 
-    lock = lock_store(state / "integrator.db")
-    try:
+    with StoreLock(state):
         async with publisher() as client:
             properties = Properties(PacketTypes.PUBLISH)
             properties.UserProperty = [("message_id", "reading-1")]
             await client.publish(name, b'{"celsius": 21.5}', qos=1, properties=properties)
-        await until(
-            lambda: "Received PUBLISH" in first.output(), "the daemon to receive the message"
-        )
-        await first.kill()
-    finally:
-        lock.release()
-    assert jsonl(out) == []
+        await first.wait_for_output("Received PUBLISH", timeout=10)
+        first.kill()
+    assert read_jsonl(out) == []
 
     second = daemon_process(config)
-    await second.start()
-    await until(lambda: jsonl(out), "the message delivered after the restart", timeout=20)
+    await second.wait_until(lambda: read_jsonl(out), "the message delivered after the restart")
     assert await second.stop() == 0, second.output()
 
-    (message,) = jsonl(out)
+    (message,) = read_jsonl(out)
     assert (message["id"], message["body"]) == ("reading-1", {"celsius": 21.5})

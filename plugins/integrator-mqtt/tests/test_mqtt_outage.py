@@ -12,6 +12,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from integrator.engine.health import State
+from integrator.testing import eventually, read_jsonl
 
 
 async def publish(client, topic: str, n: int) -> None:
@@ -21,7 +22,7 @@ async def publish(client, topic: str, n: int) -> None:
 
 
 async def test_the_source_reconnects_and_gets_what_was_published_during_the_outage(
-    run_route, publisher, mqtt_proxy, topic, client_id, tmp_path, jsonl, until
+    run_route, publisher, mqtt_proxy, topic, client_id, tmp_path
 ):
     name, out = topic(), tmp_path / "out.jsonl"
     async with (
@@ -49,16 +50,16 @@ async def test_the_source_reconnects_and_gets_what_was_published_during_the_outa
         await daemon.wait_delivered("r", 3)
 
         proxy.cut()
-        await until(lambda: health.state is State.FAILING, "the source to report the outage")
+        await eventually(lambda: health.state is State.FAILING, "the source to report the outage")
         assert "MqttUnavailable" in health.last_error
         for n in range(3, 6):
             await publish(client, name, n)
 
         proxy.restore()
         await daemon.wait_delivered("r", 6, timeout=15)
-        await until(lambda: health.state is State.RUNNING, "the source to run again")
+        await eventually(lambda: health.state is State.RUNNING, "the source to run again")
 
-    assert sorted(m["body"] for m in jsonl(out)) == list(range(6))
+    assert sorted(m["body"] for m in read_jsonl(out)) == list(range(6))
 
 
 async def test_the_sink_retries_through_the_outage_and_delivers_every_message(

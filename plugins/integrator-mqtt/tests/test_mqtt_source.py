@@ -12,6 +12,7 @@ from paho.mqtt.properties import Properties
 
 from integrator.components import Context
 from integrator.errors import StoreError
+from integrator.testing import eventually, read_jsonl
 
 
 def make_source(topic: str, client_id: str, **options) -> MqttSource:
@@ -35,7 +36,7 @@ async def run_once(source: MqttSource, intake) -> None:
 
 
 async def test_messages_reach_a_file_sink_with_their_id_headers_and_attributes(
-    run_route, publisher, topic, client_id, tmp_path, jsonl
+    run_route, publisher, topic, client_id, tmp_path
 ):
     name, out = topic(), tmp_path / "out.jsonl"
     async with run_route(
@@ -59,7 +60,7 @@ async def test_messages_reach_a_file_sink_with_their_id_headers_and_attributes(
             await client.publish(f"{name}/plain", b"42", qos=1)
         await daemon.wait_delivered("r", 2)
 
-    order, plain = sorted(jsonl(out), key=lambda m: m["id"] != "order-7")  # any order on disk
+    order, plain = sorted(read_jsonl(out), key=lambda m: m["id"] != "order-7")  # any order on disk
     assert (order["id"], order["body"]) == ("order-7", {"order": 7})
     assert order["headers"] == {"tenant": "acme", "content-type": "application/json"}
     assert order["attributes"] == {"topic": f"{name}/orders", "qos": 1, "retain": False}
@@ -67,7 +68,7 @@ async def test_messages_reach_a_file_sink_with_their_id_headers_and_attributes(
 
 
 async def test_messages_published_while_the_daemon_is_away_arrive_when_it_is_back(
-    publisher, topic, client_id, intake, until
+    publisher, topic, client_id, intake
 ):
     name = topic()
     source = make_source(name, client_id())
@@ -79,14 +80,12 @@ async def test_messages_published_while_the_daemon_is_away_arrive_when_it_is_bac
 
     async with anyio.create_task_group() as tg:
         await tg.start(source.run, intake)
-        await until(lambda: len(intake.committed) == 3, "the messages kept in the session")
+        await eventually(lambda: len(intake.committed) == 3, "the messages kept in the session")
         tg.cancel_scope.cancel()
     assert sorted(m.body for m in intake.committed) == [0, 1, 2]
 
 
-async def test_a_message_is_acknowledged_only_after_the_commit(
-    publisher, topic, client_id, intake, until
-):
+async def test_a_message_is_acknowledged_only_after_the_commit(publisher, topic, client_id, intake):
     name = topic()
     source = make_source(name, client_id())
     intake.fail = StoreError("disk full")
@@ -100,7 +99,7 @@ async def test_a_message_is_acknowledged_only_after_the_commit(
     intake.fail = None  # the store is back: the broker sends the unacknowledged message again
     async with anyio.create_task_group() as tg:
         await tg.start(source.run, intake)
-        await until(lambda: intake.committed, "the message sent again")
+        await eventually(lambda: intake.committed, "the message sent again")
         await anyio.sleep(0.1)  # let the PUBACK go out
         tg.cancel_scope.cancel()
     assert [(m.id, m.body) for m in intake.committed] == [("m-1", "kept")]
@@ -113,11 +112,9 @@ async def test_a_message_is_acknowledged_only_after_the_commit(
     assert intake.committed == []
 
 
-async def test_nothing_is_read_while_the_engine_refuses_intake(
-    publisher, topic, client_id, intake, until
-):
+async def test_nothing_is_read_while_the_engine_refuses_intake(publisher, topic, client_id, intake):
     source = make_source(topic(), client_id())
-    intake.open = anyio.Event()  # the store is above its high-water mark
+    intake.pause()  # the store is above its high-water mark
     async with anyio.create_task_group() as tg:
         await tg.start(source.run, intake)
         async with publisher() as client:
@@ -125,12 +122,12 @@ async def test_nothing_is_read_while_the_engine_refuses_intake(
         await anyio.sleep(0.3)
         assert intake.committed == []
 
-        intake.open.set()
-        await until(lambda: intake.committed, "the message once intake resumes")
+        intake.resume()
+        await eventually(lambda: intake.committed, "the message once intake resumes")
         tg.cancel_scope.cancel()
 
 
-async def test_mqtt_3_1_1_keeps_the_session_too(publisher, topic, client_id, intake, until):
+async def test_mqtt_3_1_1_keeps_the_session_too(publisher, topic, client_id, intake):
     source = make_source(topic(), client_id(), protocol="3.1.1")
     await run_once(source, intake)
     async with publisher() as client:
@@ -138,7 +135,7 @@ async def test_mqtt_3_1_1_keeps_the_session_too(publisher, topic, client_id, int
 
     async with anyio.create_task_group() as tg:
         await tg.start(source.run, intake)
-        await until(lambda: intake.committed, "the message kept in the session")
+        await eventually(lambda: intake.committed, "the message kept in the session")
         tg.cancel_scope.cancel()
     assert [m.body for m in intake.committed] == [{"v": 3}]
 

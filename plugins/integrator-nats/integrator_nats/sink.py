@@ -16,10 +16,9 @@ import nats.js.errors
 from nats.aio.client import Client
 
 from integrator import DeliveryError, Duration, Message, Sink
+from integrator.payload import encode_body
 from integrator_nats.connection import ConnectionOptions, NatsError, connect, describe, log
 from integrator_nats.source import MSG_ID_HEADER
-
-_encoder = msgspec.json.Encoder()
 
 
 class NatsSinkOptions(ConnectionOptions, forbid_unknown_fields=True, kw_only=True):
@@ -38,15 +37,6 @@ class NatsSinkOptions(ConnectionOptions, forbid_unknown_fields=True, kw_only=Tru
             raise ValueError("subject cannot be empty")
         if self.timeout <= 0:
             raise ValueError("timeout must be greater than zero")
-
-
-def encode_body(body: Any) -> bytes:
-    """Bytes go as they are, text as UTF-8, anything else as JSON."""
-    if isinstance(body, bytes | bytearray | memoryview):
-        return bytes(body)
-    if isinstance(body, str):
-        return body.encode()
-    return _encoder.encode(body)
 
 
 class NatsSink(Sink):

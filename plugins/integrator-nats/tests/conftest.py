@@ -1,19 +1,14 @@
-"""Fixtures for the NATS plugin's tests: the shared JetStream server, a unique stream
-per test (deleted afterwards), and a TCP proxy to make outages with."""
+"""Fixtures for the NATS plugin's tests: the shared JetStream server and a unique
+stream per test (deleted afterwards)."""
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import sys
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import anyio
 import nats
 import nats.js.errors
 import pytest
@@ -24,24 +19,6 @@ from integrator.testing import require_service
 
 NATS_HOST, NATS_PORT = "127.0.0.1", 4222
 NATS_URL = f"nats://{NATS_HOST}:{NATS_PORT}"
-
-
-def _load_helper(name: str) -> Any:
-    """Test helpers beside this file (tests run with --import-mode=importlib, so a
-    test module cannot import its neighbours by name)."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-@pytest.fixture
-def tcp_proxy() -> Any:
-    """The :class:`TcpProxy` class: ``async with tcp_proxy(host, port) as proxy``."""
-    return _load_helper("nats_tcp_proxy").TcpProxy
 
 
 @dataclass
@@ -98,20 +75,3 @@ def _nats_url(port: int = NATS_PORT) -> str:
 def nats_url() -> Callable[..., str]:
     """The URL of the shared server, or of a proxy port in front of it."""
     return _nats_url
-
-
-Check = Callable[[], Awaitable[bool]]
-
-
-async def _eventually(check: Check, timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await anyio.sleep(0.02)
-
-
-@pytest.fixture
-def eventually() -> Callable[..., Awaitable[None]]:
-    """``await eventually(async_check, timeout, what)``: poll a server-side condition."""
-    return _eventually

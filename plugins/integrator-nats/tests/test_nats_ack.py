@@ -13,41 +13,22 @@ from integrator import Message
 from integrator.components import Context
 from integrator.config import convert
 from integrator.errors import StoreError
+from integrator.testing import RecordingIntake, eventually
 
 pytestmark = pytest.mark.service("nats")
 
 
-class WatchingIntake:
-    """An intake that looks at the consumer while a submit is in progress, and can
-    fail like a full disk."""
+class WatchingIntake(RecordingIntake):
+    """A recording intake that notes the consumer's unacked count as each submit begins."""
 
-    def __init__(self, streams: Any, stream: str, durable: str, *, fail: bool = False) -> None:
-        self.streams, self.stream, self.durable, self.fail = streams, stream, durable, fail
+    def __init__(self, streams: Any, stream: str, durable: str) -> None:
+        super().__init__(on_submit=self._look)
+        self.streams, self.stream, self.durable = streams, stream, durable
         self.pending_during_submit: list[int] = []
-        self.received: list[Message] = []
-        self.got = anyio.Event()
 
-    async def submit(self, messages: Sequence[Message]) -> list[bool]:
+    async def _look(self, _batch: Sequence[Message]) -> None:
         info = await self.streams.js.consumer_info(self.stream, self.durable)
         self.pending_during_submit.append(info.num_ack_pending)
-        if self.fail:
-            raise StoreError("the store is full")
-        self.received.extend(messages)
-        self.got.set()
-        return [True] * len(messages)
-
-    @property
-    def accepting(self) -> bool:
-        return True
-
-    async def wait_accepting(self) -> None:
-        pass
-
-    async def load_checkpoint(self, key: str) -> Any:
-        return None
-
-    async def save_checkpoint(self, key: str, value: Any) -> None:
-        pass
 
 
 def source(stream: str, **options: Any) -> NatsSource:
@@ -61,20 +42,19 @@ async def consumer_pending(streams: Any, stream: str) -> tuple[int, int]:
 
 
 async def test_a_message_is_unacked_while_submitted_and_acked_after(
-    streams: Any, eventually: Any
+    streams: Any,
 ) -> None:
     stream = await streams.create("ack")
     await streams.publish(f"{stream}.x", b"{}")
     intake = WatchingIntake(streams, stream, "watched")
     async with anyio.create_task_group() as tg:
         await tg.start(source(stream).run, intake)
-        with anyio.fail_after(5):
-            await intake.got.wait()
+        await intake.wait_committed(1, timeout=5)
 
         async def acked() -> bool:
             return await consumer_pending(streams, stream) == (0, 1)
 
-        await eventually(acked, 5, "the ack")
+        await eventually(acked, "the ack", timeout=5)
         tg.cancel_scope.cancel()
     assert intake.pending_during_submit == [1]
 
@@ -82,7 +62,8 @@ async def test_a_message_is_unacked_while_submitted_and_acked_after(
 async def test_a_batch_the_store_refused_is_nakked_and_comes_back_soon(streams: Any) -> None:
     stream = await streams.create("nak")
     await streams.publish(f"{stream}.x", b'"first try fails"')
-    failing = WatchingIntake(streams, stream, "watched", fail=True)
+    failing = WatchingIntake(streams, stream, "watched")
+    failing.fail = StoreError("the store is full")
     # ack_wait is long, so only the NAK (with its short delay) can bring it back quickly.
     options = {"ack_wait": "60s", "nak_delay": "300ms"}
     with pytest.raises(StoreError), anyio.fail_after(5):
@@ -92,17 +73,16 @@ async def test_a_batch_the_store_refused_is_nakked_and_comes_back_soon(streams: 
     working = WatchingIntake(streams, stream, "watched")
     async with anyio.create_task_group() as tg:
         await tg.start(source(stream, **options).run, working)
-        with anyio.fail_after(5):
-            await working.got.wait()
+        await working.wait_committed(1, timeout=5)
         tg.cancel_scope.cancel()
-    (message,) = working.received
+    (message,) = working.committed
     assert message.body == "first try fails"
     assert message.attributes["delivered"] == 2
     assert message.id == f"{stream}:1"  # the same id as the first delivery: dedupe works
 
 
 async def test_a_missing_stream_is_an_error_that_names_it(streams: Any) -> None:
-    intake = WatchingIntake(streams, "none", "watched")
+    intake = RecordingIntake()
     with pytest.raises(NatsError, match="'no-such-stream' does not exist"), anyio.fail_after(5):
         await source("no-such-stream").run(intake)
 
@@ -115,7 +95,6 @@ async def test_an_idle_consumer_keeps_waiting_for_messages(streams: Any) -> None
         await tg.start(source(stream, batch=1, fetch_wait="100ms").run, intake)
         await anyio.sleep(0.35)  # several empty pulls
         await streams.publish(f"{stream}.x", b"late")
-        with anyio.fail_after(5):
-            await intake.got.wait()
+        await intake.wait_committed(1, timeout=5)
         tg.cancel_scope.cancel()
-    assert [m.body for m in intake.received] == [b"late"]
+    assert [m.body for m in intake.committed] == [b"late"]

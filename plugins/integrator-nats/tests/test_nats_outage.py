@@ -12,16 +12,17 @@ import anyio
 import pytest
 
 from integrator.engine.health import State
+from integrator.testing import TcpProxy
 
 pytestmark = pytest.mark.service("nats")
 
 
 async def test_an_outage_loses_nothing_and_the_route_recovers(
-    streams: Any, run_route: Any, tcp_proxy: Any, nats_url: Any
+    streams: Any, run_route: Any, nats_url: Any
 ) -> None:
     inbound = await streams.create("in")
     outbound = await streams.create("out")
-    async with tcp_proxy("127.0.0.1", 4222) as proxy:
+    async with TcpProxy("127.0.0.1", 4222) as proxy:
         url = nats_url(proxy.port)
         config = f"""
             [routes.relay]

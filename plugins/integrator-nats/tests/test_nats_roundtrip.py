@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -11,6 +10,7 @@ from integrator_nats import NatsSink, NatsSinkOptions
 from integrator import DeliveryError, Message
 from integrator.components import Context
 from integrator.config import convert
+from integrator.testing import eventually, read_jsonl
 
 pytestmark = pytest.mark.service("nats")
 
@@ -65,8 +65,7 @@ async def test_the_source_describes_where_a_message_came_from(
     async with run_route(config, entrypoints=True) as daemon:
         await daemon.wait_delivered("look", 1)
 
-    (line,) = out.read_text().splitlines()
-    seen = json.loads(line)
+    (seen,) = read_jsonl(out)
     assert seen["id"] == f"{inbound}:1"
     assert seen["body"] == [1, 2]
     assert seen["headers"] == {"X-Tenant": "acme"}
@@ -81,7 +80,7 @@ async def test_the_source_describes_where_a_message_came_from(
 
 
 async def test_the_consumer_has_acked_everything_once_the_daemon_has_it(
-    streams: Any, run_route: Any, tmp_path: Any, eventually: Any
+    streams: Any, run_route: Any, tmp_path: Any
 ) -> None:
     inbound = await streams.create("in")
     for n in range(25):
@@ -104,7 +103,7 @@ async def test_the_consumer_has_acked_everything_once_the_daemon_has_it(
             info = await streams.js.consumer_info(inbound, "counter")
             return info.num_ack_pending == 0 and info.ack_floor.stream_seq == 25
 
-        await eventually(all_acked, 5, "every message to be acked")
+        await eventually(all_acked, "every message to be acked", timeout=5)
 
 
 def sink(subject: str, **options: Any) -> NatsSink:

@@ -16,10 +16,10 @@ from typing import Any, Literal
 import anyio
 import anyio.abc
 import asyncpg
-import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from integrator import Duration, Intake, Message, Source
+from integrator.payload import decode_body
 from integrator_postgres.connection import (
     ConnectionOptions,
     PostgresConnectorError,
@@ -56,15 +56,6 @@ class _Notification:
     channel: str
     payload: str
     pid: int
-
-
-def decode_payload(payload: str, mode: str) -> Any:
-    if mode == "auto" and payload:
-        try:
-            return msgspec.json.decode(payload)
-        except msgspec.DecodeError:
-            pass
-    return payload
 
 
 class PostgresListenSource(Source):
@@ -138,6 +129,6 @@ class PostgresListenSource(Source):
 
     def _message(self, item: _Notification) -> Message:
         return Message(
-            body=decode_payload(item.payload, self.options.decode),
+            body=decode_body(item.payload.encode(), self.options.decode),
             attributes={"channel": item.channel, "pid": item.pid},
         )

@@ -9,41 +9,17 @@ committed has finished; then it kills the process.
 
 from __future__ import annotations
 
-import json
-import signal
-import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 
 from integrator.delivery.sqlite import SQLiteStore
+from integrator.testing import StoreLock, daemon_config, eventually, read_jsonl
 
 pytestmark = pytest.mark.service("postgres")
 
-INTEGRATOR = str(Path(sys.executable).with_name("integrator"))
 URL = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-def start_daemon(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [INTEGRATOR, "run", "-c", str(config)], stdout=out, stderr=subprocess.STDOUT
-        )
-
-
-async def wait_lines(path: Path, count: int, daemon: subprocess.Popen[bytes], log: Path) -> list:
-    with anyio.move_on_after(20):
-        while True:
-            lines = path.read_text().splitlines() if path.exists() else []
-            if len(lines) >= count:
-                return [json.loads(line) for line in lines]
-            assert daemon.poll() is None, f"the daemon exited:\n{log.read_text()}"
-            await anyio.sleep(0.05)
-    raise AssertionError(f"{path} has fewer than {count} lines; daemon log:\n{log.read_text()}")
 
 
 async def saved_checkpoint(state: Path, route: str) -> Any:
@@ -56,24 +32,14 @@ async def saved_checkpoint(state: Path, route: str) -> Any:
 
 
 async def test_rows_read_but_not_committed_when_killed_are_read_again(
-    db: Any, tmp_path: Path, eventually: Any
+    db: Any, tmp_path: Path, daemon_process: Any
 ) -> None:
     table = await db.table("id int primary key, note text")
     await db.conn.execute(f"INSERT INTO {table} VALUES (1, 'before')")
-    out, log, state = tmp_path / "out.jsonl", tmp_path / "daemon.log", tmp_path / "state"
+    out, state = tmp_path / "out.jsonl", tmp_path / "state"
     route = f"kill_{table}"
     config = tmp_path / "integrator.toml"
-    config.write_text(f"""
-        [daemon]
-        state_dir = "{state}"
-        shutdown_timeout = "2s"
-
-        [admin]
-        enabled = false
-
-        [store]
-        options = {{ busy_timeout = 60 }}
-
+    routes = f"""
         [routes.{route}]
         dedupe_window = "1h"
         sinks = [{{ type = "file", path = "{out}", fsync = "never" }}]
@@ -84,13 +50,12 @@ async def test_rows_read_but_not_committed_when_killed_are_read_again(
         table = "{table}"
         cursor = "id"
         interval = "50ms"
-    """)
-    daemon = start_daemon(config, log)
-    try:
-        await wait_lines(out, 1, daemon, log)  # the daemon is up and polling
+    """
+    config.write_text(daemon_config(routes, state, shutdown_timeout="2s", store_busy_timeout=60))
+    daemon = daemon_process(config)
+    await daemon.wait_until(lambda: read_jsonl(out), "the daemon to poll")
 
-        lock = sqlite3.connect(state / "integrator.db", isolation_level=None)
-        lock.execute("BEGIN IMMEDIATE")  # the store cannot commit from now on
+    with StoreLock(state):  # the store cannot commit from now on
         await db.conn.execute(f"INSERT INTO {table} VALUES (2, 'during')")
         committed_at = await db.conn.fetchval("SELECT clock_timestamp()")
 
@@ -106,20 +71,13 @@ async def test_rows_read_but_not_committed_when_killed_are_read_again(
                 )
             )
 
-        await eventually(polled_since, 10, "the daemon to read row 2")
-        daemon.send_signal(signal.SIGKILL)
-        daemon.wait()
-        lock.rollback()
-        lock.close()
-        assert await saved_checkpoint(state, route) == ["1", None]
+        await eventually(polled_since, "the daemon to read row 2")
+        daemon.kill()
+    assert await saved_checkpoint(state, route) == ["1", None]
 
-        daemon = start_daemon(config, log)
-        seen = await wait_lines(out, 2, daemon, log)
-        assert [line["body"] for line in seen] == [
-            {"id": 1, "note": "before"},
-            {"id": 2, "note": "during"},
-        ]
-    finally:
-        if daemon.poll() is None:
-            daemon.terminate()
-            daemon.wait(10)
+    daemon = daemon_process(config)
+    await daemon.wait_until(lambda: len(read_jsonl(out)) >= 2, "row 2 after the restart")
+    assert [line["body"] for line in read_jsonl(out)] == [
+        {"id": 1, "note": "before"},
+        {"id": 2, "note": "during"},
+    ]

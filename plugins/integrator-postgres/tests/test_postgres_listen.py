@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from integrator.engine.health import State
+from integrator.testing import TcpProxy, read_jsonl
 
 pytestmark = pytest.mark.service("postgres")
 
@@ -29,10 +30,6 @@ def listen_route(channel: str, out: Path, url: str = URL, **source: Any) -> str:
     """
 
 
-def lines(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
 def channel_name(tmp_path: Path) -> str:
     return "ch_" + str(abs(hash(tmp_path)))
 
@@ -44,17 +41,17 @@ async def test_notifications_become_messages(db: Any, run_route: Any, tmp_path: 
         await db.conn.execute("SELECT pg_notify($1, $2)", f"{channel}_other", "plain text")
         await daemon.wait_delivered("notes", 2)
 
-    first, second = lines(out)
+    first, second = read_jsonl(out)
     assert (first["body"], first["attributes"]["channel"]) == ({"order": 7}, channel)
     assert (second["body"], second["attributes"]["channel"]) == ("plain text", f"{channel}_other")
     assert first["id"] != second["id"]  # NOTIFY has no id: each gets a generated one
 
 
 async def test_the_source_listens_again_after_an_outage(
-    db: Any, run_route: Any, tmp_path: Path, tcp_proxy: Any, postgres_url: Any
+    db: Any, run_route: Any, tmp_path: Path, postgres_url: Any
 ) -> None:
     channel, out = channel_name(tmp_path), tmp_path / "out.jsonl"
-    async with tcp_proxy("127.0.0.1", 5432) as proxy:
+    async with TcpProxy("127.0.0.1", 5432) as proxy:
         config = listen_route(channel, out, url=postgres_url(proxy.port), connect_timeout="1s")
         async with run_route(config, entrypoints=True) as daemon:
             health = daemon.services.health.component("notes/source")
@@ -70,7 +67,7 @@ async def test_the_source_listens_again_after_an_outage(
             await db.conn.execute("SELECT pg_notify($1, 'after')", channel)
             await daemon.wait_delivered("notes", 2)
 
-    assert [line["body"] for line in lines(out)] == ["before", "after"]
+    assert [line["body"] for line in read_jsonl(out)] == ["before", "after"]
     assert "lost the LISTEN connection" in health.last_error
 
 
@@ -93,10 +90,10 @@ async def test_a_connection_the_server_ends_is_replaced(
 
 
 async def test_a_silently_dead_connection_is_noticed_by_the_keepalive(
-    db: Any, run_route: Any, tmp_path: Path, tcp_proxy: Any, postgres_url: Any
+    db: Any, run_route: Any, tmp_path: Path, postgres_url: Any
 ) -> None:
     channel, out = channel_name(tmp_path), tmp_path / "out.jsonl"
-    async with tcp_proxy("127.0.0.1", 5432) as proxy:
+    async with TcpProxy("127.0.0.1", 5432) as proxy:
         url = postgres_url(proxy.port)
         config = listen_route(channel, out, url=url, keepalive="300ms", connect_timeout="1s")
         async with run_route(config, entrypoints=True) as daemon:

@@ -9,11 +9,13 @@ from typing import Any
 import anyio
 import pytest
 from integrator_postgres import PollOptions, PostgresPollSource
+from integrator_postgres.poll import CHECKPOINT
 
 from integrator.components import Context
 from integrator.config import convert
 from integrator.engine.health import State
 from integrator.errors import StoreError
+from integrator.testing import RecordingIntake, TcpProxy, read_jsonl
 
 pytestmark = pytest.mark.service("postgres")
 
@@ -37,10 +39,6 @@ def poll_route(table: str, out: Path, url: str = URL, **source: Any) -> str:
     """
 
 
-def lines(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
 async def test_rows_become_messages_in_cursor_order(
     db: Any, run_route: Any, tmp_path: Path
 ) -> None:
@@ -53,7 +51,7 @@ async def test_rows_become_messages_in_cursor_order(
     async with run_route(poll_route(table, out, cursor="id"), entrypoints=True) as daemon:
         await daemon.wait_delivered("rows", 2)
 
-    first, second = lines(out)
+    first, second = read_jsonl(out)
     assert first["id"] == f"{table}:1"
     assert first["body"] == {
         "id": 1,
@@ -78,7 +76,7 @@ async def test_a_restart_resumes_after_the_checkpoint(
     async with run_route(config, entrypoints=True) as daemon:  # same state directory
         await daemon.wait_delivered("rows", 2)
 
-    assert [line["body"]["id"] for line in lines(out)] == [1, 2, 3, 4, 5, 6, 7]
+    assert [line["body"]["id"] for line in read_jsonl(out)] == [1, 2, 3, 4, 5, 6, 7]
 
 
 async def test_rows_sharing_a_timestamp_are_not_skipped_across_batches(
@@ -95,7 +93,7 @@ async def test_rows_sharing_a_timestamp_are_not_skipped_across_batches(
         await db.conn.execute(f"UPDATE {table} SET updated_at = updated_at + interval '1s'")
         await daemon.wait_delivered("rows", 10)  # an update is a new message
 
-    seen = lines(out)
+    seen = read_jsonl(out)
     assert [line["body"]["id"] for line in seen] == [1, 2, 3, 4, 5] * 2
     assert seen[0]["id"] == f"{table}:1:2024-01-01 00:00:00+00"
 
@@ -112,18 +110,18 @@ async def test_where_and_columns_narrow_what_is_read(
     async with run_route(config, entrypoints=True) as daemon:
         await daemon.wait_delivered("rows", 2)
 
-    assert [line["body"] for line in lines(out)] == [
+    assert [line["body"] for line in read_jsonl(out)] == [
         {"id": 1, "status": "paid"},
         {"id": 3, "status": "paid"},
     ]
 
 
 async def test_an_outage_loses_no_row(
-    db: Any, run_route: Any, tmp_path: Path, tcp_proxy: Any, postgres_url: Any
+    db: Any, run_route: Any, tmp_path: Path, postgres_url: Any
 ) -> None:
     table = await db.table("id int primary key")
     out = tmp_path / "out.jsonl"
-    async with tcp_proxy("127.0.0.1", 5432) as proxy:
+    async with TcpProxy("127.0.0.1", 5432) as proxy:
         config = poll_route(
             table, out, url=postgres_url(proxy.port), cursor="id", connect_timeout="1s"
         )
@@ -140,7 +138,7 @@ async def test_an_outage_loses_no_row(
             await daemon.wait_delivered("rows", 30, timeout=15)
             assert health.state is State.RUNNING
 
-    ids = [line["body"]["id"] for line in lines(out)]
+    ids = [line["body"]["id"] for line in read_jsonl(out)]
     assert sorted(ids) == list(range(1, 31))  # each row exactly once
 
 
@@ -154,36 +152,12 @@ async def test_a_missing_table_is_reported_on_the_route_health(
     assert "table 'no_such_table_here' does not exist" in health.last_error
 
 
-class FailingIntake:
-    """An intake whose store refuses every batch, recording checkpoint writes."""
-
-    def __init__(self) -> None:
-        self.saved: list[Any] = []
-        self.offered = 0
-
-    async def submit(self, messages: Any) -> list[bool]:
-        self.offered += len(messages)
-        raise StoreError("the store is full")
-
-    @property
-    def accepting(self) -> bool:
-        return True
-
-    async def wait_accepting(self) -> None:
-        pass
-
-    async def load_checkpoint(self, key: str) -> Any:
-        return ["1", None]
-
-    async def save_checkpoint(self, key: str, value: Any) -> None:
-        self.saved.append(value)
-
-
 async def test_rows_the_store_refused_leave_the_checkpoint_where_it_was(db: Any) -> None:
     table = await db.table("id int primary key")
     await db.conn.execute(f"INSERT INTO {table} VALUES (1), (2), (3)")
     options = convert({"url": URL, "table": table, "cursor": "id"}, PollOptions)
-    intake = FailingIntake()
+    intake = RecordingIntake(checkpoints={CHECKPOINT: ["1", None]})
+    intake.fail = StoreError("the store is full")
     with pytest.raises(StoreError), anyio.fail_after(5):
         await PostgresPollSource(options, Context(route="unit")).run(intake)
-    assert (intake.offered, intake.saved) == (2, [])  # rows 2 and 3 offered, nothing saved
+    assert (len(intake.offered), intake.saved) == (2, [])  # rows 2 and 3 offered, nothing saved

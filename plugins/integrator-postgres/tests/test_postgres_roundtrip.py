@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 
+from integrator.testing import eventually
+
 pytestmark = pytest.mark.service("postgres")
 
 URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -49,7 +51,7 @@ async def test_rows_polled_from_one_table_are_upserted_into_another(
 
 
 async def test_a_row_the_table_refuses_goes_to_the_dead_letter_queue(
-    db: Any, run_route: Any, eventually: Any
+    db: Any, run_route: Any
 ) -> None:
     target = await db.table("n int primary key check (n > 0)")
     config = f"""
@@ -68,7 +70,7 @@ async def test_a_row_the_table_refuses_goes_to_the_dead_letter_queue(
         async def dead_lettered() -> bool:
             return bool(await store.dlq_count("checked"))
 
-        await eventually(dead_lettered, 10, "the dead letter")
+        await eventually(dead_lettered, "the dead letter")
         (entry,) = await store.dlq_list(route="checked")
 
     assert entry.attempts == 1  # not retried: a check violation stays one

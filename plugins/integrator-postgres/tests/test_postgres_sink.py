@@ -16,6 +16,7 @@ from integrator_postgres import PostgresSink, PostgresSinkOptions
 from integrator import DeliveryError, Message
 from integrator.components import Context
 from integrator.config import convert
+from integrator.testing import TcpProxy
 
 pytestmark = pytest.mark.service("postgres")
 
@@ -170,10 +171,10 @@ async def test_data_and_schema_errors_are_not_retriable(
 
 
 async def test_a_lost_database_is_a_retriable_error(
-    db: Any, tcp_proxy: Any, postgres_url: Callable[..., str]
+    db: Any, postgres_url: Callable[..., str]
 ) -> None:
     table = await db.table("n int")
-    async with tcp_proxy("127.0.0.1", 5432) as proxy:
+    async with TcpProxy("127.0.0.1", 5432) as proxy:
         values = {"url": postgres_url(proxy.port), "table": table, "columns": {"n": "body.n"}}
         values |= {"connect_timeout": "1s"}
         sink = PostgresSink(convert(values, PostgresSinkOptions), Context(route="unit"))

@@ -10,29 +10,20 @@ from __future__ import annotations
 
 import redis.exceptions as rex
 
+from integrator.testing import StoreLock, daemon_config, eventually, read_jsonl
+
 
 async def test_an_entry_received_but_not_acknowledged_survives_kill_9(
-    tmp_path, redis_client, key, daemon_process, lock_store, until, jsonl
+    tmp_path, redis_client, key, daemon_process
 ):
     stream, out, state = key(), tmp_path / "out.jsonl", tmp_path / "state"
     config = tmp_path / "integrator.toml"
-    config.write_text(
-        f"""
-        [daemon]
-        state_dir = "{state}"
-        shutdown_timeout = "2s"
-
-        [admin]
-        listen = "127.0.0.1:0"
-
-        [store]
-        options = {{ busy_timeout = 30 }}
-
+    routes = f"""
         [routes.r]
         source = {{ type = "redis_stream", stream = "{stream}", consumer = "kill-test", block = "50ms" }}
         sinks = [{{ type = "file", path = "{out}" }}]
-        """.replace("\n        ", "\n")
-    )
+    """
+    config.write_text(daemon_config(routes, state, shutdown_timeout="2s", store_busy_timeout=30))
 
     async def consumer_registered() -> bool:
         try:
@@ -45,26 +36,21 @@ async def test_an_entry_received_but_not_acknowledged_survives_kill_9(
         return (await redis_client.xpending(stream, "r"))["pending"]
 
     first = daemon_process(config)
-    await first.start()
-    await until(consumer_registered, "the daemon to start reading", timeout=20)
+    await first.wait_until(consumer_registered, "the daemon to start reading")
 
-    lock = lock_store(state / "integrator.db")
-    try:
+    with StoreLock(state):
         entry_id = await redis_client.xadd(stream, {"body": b'{"order": 42}'})
-        await until(lambda: _equals(pending(), 1), "the daemon to receive the entry")
-        await first.kill()
-    finally:
-        lock.release()
+        await eventually(lambda: _equals(pending(), 1), "the daemon to receive the entry")
+        first.kill()
     assert await pending() == 1, "the entry was acknowledged although never committed"
-    assert jsonl(out) == []
+    assert read_jsonl(out) == []
 
     second = daemon_process(config)
-    await second.start()
-    await until(lambda: jsonl(out), "the entry delivered after the restart", timeout=20)
-    await until(lambda: _equals(pending(), 0), "the entry acknowledged after the restart")
+    await second.wait_until(lambda: read_jsonl(out), "the entry delivered after the restart")
+    await eventually(lambda: _equals(pending(), 0), "the entry acknowledged after the restart")
     assert await second.stop() == 0, second.output()
 
-    (message,) = jsonl(out)
+    (message,) = read_jsonl(out)
     assert message["id"] == f"{stream}:{entry_id.decode()}"
     assert message["body"] == {"order": 42}
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 import integrator_redis
 
 from integrator.engine.health import State
+from integrator.testing import eventually, read_jsonl
 
 
 async def test_the_source_reconnects_and_reads_what_was_written_during_the_outage(
-    run_route, redis_client, redis_proxy, key, tmp_path, jsonl, until
+    run_route, redis_client, redis_proxy, key, tmp_path
 ):
     stream, out = key(), tmp_path / "out.jsonl"
     async with (
@@ -36,19 +37,19 @@ async def test_the_source_reconnects_and_reads_what_was_written_during_the_outag
         for n in range(3):
             await redis_client.xadd(stream, {"body": str(n)})
         await daemon.wait_delivered("r", 3)
-        await until(lambda: _none_pending(redis_client, stream), "the acknowledgements")
+        await eventually(lambda: _none_pending(redis_client, stream), "the acknowledgements")
 
         proxy.cut()
-        await until(lambda: health.state is State.FAILING, "the source to report the outage")
+        await eventually(lambda: health.state is State.FAILING, "the source to report the outage")
         assert "RedisUnavailable" in health.last_error
         for n in range(3, 6):
             await redis_client.xadd(stream, {"body": str(n)})
 
         proxy.restore()
         await daemon.wait_delivered("r", 6, timeout=15)
-        await until(lambda: health.state is State.RUNNING, "the source to run again")
+        await eventually(lambda: health.state is State.RUNNING, "the source to run again")
 
-    assert sorted(m["body"] for m in jsonl(out)) == list(range(6))
+    assert sorted(m["body"] for m in read_jsonl(out)) == list(range(6))
     assert (await redis_client.xpending(stream, "r"))["pending"] == 0
 
 

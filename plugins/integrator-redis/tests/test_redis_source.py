@@ -5,11 +5,12 @@ from __future__ import annotations
 import anyio
 import integrator_redis
 import pytest
-from integrator_redis.payload import PayloadError, decode_body
 from integrator_redis.source import RedisStreamSource, StreamSourceOptions
 
 from integrator.components import Context
 from integrator.errors import StoreError
+from integrator.payload import PayloadError, decode_body
+from integrator.testing import eventually, read_jsonl
 
 
 def make_source(stream: str, **options) -> RedisStreamSource:
@@ -23,7 +24,7 @@ async def pending(redis_client, stream: str, group: str = "r") -> int:
 
 
 async def test_entries_reach_a_file_sink_with_their_id_headers_and_attributes(
-    run_route, redis_client, key, tmp_path, jsonl, until
+    run_route, redis_client, key, tmp_path
 ):
     stream, out = key(), tmp_path / "out.jsonl"
     async with run_route(
@@ -38,11 +39,11 @@ async def test_entries_reach_a_file_sink_with_their_id_headers_and_attributes(
         text_id = await redis_client.xadd(stream, {"body": b"plain words"})
         bare_id = await redis_client.xadd(stream, {"a": "1", "b": "2"})
         await daemon.wait_delivered("r", 3)
-        await until(
+        await eventually(
             lambda: _none_pending(redis_client, stream), "every entry acknowledged", timeout=5
         )
 
-    written = {m["id"]: m for m in jsonl(out)}  # the sink delivers concurrently: any order
+    written = {m["id"]: m for m in read_jsonl(out)}  # the sink delivers concurrently: any order
     first = written[f"{stream}:{json_id.decode()}"]
     assert first["body"] == {"n": 1}
     assert first["headers"] == {"tenant": "acme"}
@@ -55,9 +56,7 @@ async def _none_pending(redis_client, stream: str) -> bool:
     return await pending(redis_client, stream) == 0
 
 
-async def test_an_entry_is_acknowledged_only_after_the_commit_returns(
-    redis_client, key, intake, until
-):
+async def test_an_entry_is_acknowledged_only_after_the_commit_returns(redis_client, key, intake):
     stream = key()
     intake.gate = anyio.Event()
     async with anyio.create_task_group() as tg:
@@ -69,14 +68,12 @@ async def test_an_entry_is_acknowledged_only_after_the_commit_returns(
         assert await pending(redis_client, stream) == 1, "acknowledged before the commit"
 
         intake.gate.set()
-        await until(lambda: _none_pending(redis_client, stream), "the XACK after the commit")
+        await eventually(lambda: _none_pending(redis_client, stream), "the XACK after the commit")
         tg.cancel_scope.cancel()
     assert [m.body for m in intake.committed] == [1]
 
 
-async def test_a_failed_commit_leaves_the_entry_pending_for_the_next_run(
-    redis_client, key, intake, until
-):
+async def test_a_failed_commit_leaves_the_entry_pending_for_the_next_run(redis_client, key, intake):
     stream = key()
     intake.fail = StoreError("disk full")
     source = make_source(stream)
@@ -89,8 +86,8 @@ async def test_a_failed_commit_leaves_the_entry_pending_for_the_next_run(
     intake.fail = None  # the store is back: the restarted source reads its own pending entry
     async with anyio.create_task_group() as tg:
         await tg.start(source.run, intake)
-        await until(lambda: intake.committed, "the pending entry")
-        await until(lambda: _none_pending(redis_client, stream), "its acknowledgement")
+        await eventually(lambda: intake.committed, "the pending entry")
+        await eventually(lambda: _none_pending(redis_client, stream), "its acknowledgement")
         tg.cancel_scope.cancel()
     (message,) = intake.committed
     assert message.id == f"{stream}:{entry_id.decode()}"
@@ -98,9 +95,7 @@ async def test_a_failed_commit_leaves_the_entry_pending_for_the_next_run(
     assert message.attributes["redelivered"] is True
 
 
-async def test_entries_left_pending_by_a_dead_consumer_are_claimed(
-    redis_client, key, intake, until
-):
+async def test_entries_left_pending_by_a_dead_consumer_are_claimed(redis_client, key, intake):
     stream = key()
     await redis_client.xgroup_create(stream, "r", id="$", mkstream=True)
     await redis_client.xadd(stream, {"body": b"orphan"})
@@ -108,37 +103,37 @@ async def test_entries_left_pending_by_a_dead_consumer_are_claimed(
 
     async with anyio.create_task_group() as tg:
         await tg.start(make_source(stream, claim_idle=0.1, consumer="this-host").run, intake)
-        await until(lambda: intake.committed, "the claimed entry")
-        await until(lambda: _none_pending(redis_client, stream), "its acknowledgement")
+        await eventually(lambda: intake.committed, "the claimed entry")
+        await eventually(lambda: _none_pending(redis_client, stream), "its acknowledgement")
         tg.cancel_scope.cancel()
     assert [m.body for m in intake.committed] == ["orphan"]
     assert intake.committed[0].attributes["redelivered"] is True
 
 
-async def test_no_entry_is_read_while_the_engine_refuses_intake(redis_client, key, intake, until):
+async def test_no_entry_is_read_while_the_engine_refuses_intake(redis_client, key, intake):
     stream = key()
     async with anyio.create_task_group() as tg:
         await tg.start(make_source(stream).run, intake)
-        intake.open = anyio.Event()  # backpressure: the store is above its high-water mark
+        intake.pause()  # backpressure: the store is above its high-water mark
         await anyio.sleep(0.1)  # let the source finish the read it was blocked in
         await redis_client.xadd(stream, {"body": b"1"})
         await anyio.sleep(0.3)
         groups = await redis_client.xinfo_groups(stream)
         assert groups[0]["pending"] == 0 and not intake.committed, "read under backpressure"
 
-        intake.open.set()
-        await until(lambda: intake.committed, "the entry once intake resumes")
+        intake.resume()
+        await eventually(lambda: intake.committed, "the entry once intake resumes")
         tg.cancel_scope.cancel()
 
 
 async def test_an_entry_that_is_not_json_under_decode_json_is_kept_raw_and_flagged(
-    redis_client, key, intake, until
+    redis_client, key, intake
 ):
     stream = key()
     async with anyio.create_task_group() as tg:
         await tg.start(make_source(stream, decode="json").run, intake)
         await redis_client.xadd(stream, {"body": b"not json"})
-        await until(lambda: intake.committed, "the entry")
+        await eventually(lambda: intake.committed, "the entry")
         tg.cancel_scope.cancel()
     (message,) = intake.committed
     assert message.body == b"not json"

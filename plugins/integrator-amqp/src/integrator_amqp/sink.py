@@ -19,8 +19,8 @@ from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 
 from integrator import DeliveryError, Message, Sink, Size
 from integrator.components import Context
+from integrator.payload import content_type_of, encode_body, header_text
 from integrator_amqp.connection import AmqpConnectionOptions, AmqpUnavailable, connect
-from integrator_amqp.payload import content_type_of, encode_body, text
 
 
 class AmqpSinkOptions(AmqpConnectionOptions, forbid_unknown_fields=True, kw_only=True):
@@ -86,7 +86,7 @@ class AmqpSink(Sink):
         outgoing = aio_pika.Message(
             body,
             message_id=message.id,
-            headers={name: text(value) for name, value in message.headers.items()},
+            headers={name: header_text(value) for name, value in message.headers.items()},
             content_type=content_type_of(message.body),
             timestamp=datetime.fromtimestamp(message.created_at, UTC),
             delivery_mode=(

@@ -24,8 +24,8 @@ from aio_pika.abc import AbstractIncomingMessage
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from integrator import Intake, Message, Source
+from integrator.payload import Decode, PayloadError, decode_body, header_text
 from integrator_amqp.connection import AmqpConnectionOptions, AmqpUnavailable, connect, safe_url
-from integrator_amqp.payload import Decode, PayloadError, decode_body, text
 
 #: AMQP basic properties copied into the message headers when present.
 PROPERTIES = (
@@ -163,11 +163,11 @@ class AmqpSource(Source):
                 await delivery.ack()
 
     def _message(self, delivery: AbstractIncomingMessage) -> Message:
-        headers = {name: text(value) for name, value in (delivery.headers or {}).items()}
+        headers = {name: header_text(value) for name, value in (delivery.headers or {}).items()}
         for prop in PROPERTIES:
             value = getattr(delivery, prop, None)
             if value is not None:
-                headers[prop.replace("_", "-")] = text(value)
+                headers[prop.replace("_", "-")] = header_text(value)
         if delivery.priority:  # 0, the default, says nothing
             headers["priority"] = str(delivery.priority)
         if delivery.timestamp is not None:

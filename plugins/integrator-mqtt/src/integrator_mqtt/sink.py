@@ -19,13 +19,13 @@ from paho.mqtt.properties import Properties
 
 from integrator import DeliveryError, Message, Sink, Size
 from integrator.components import Context
+from integrator.payload import content_type_of, encode_body, header_text
 from integrator_mqtt.connection import (
     MqttConnectionOptions,
     MqttUnavailable,
     disconnect,
     make_client,
 )
-from integrator_mqtt.payload import content_type_of, encode_body, text
 
 #: The largest payload MQTT can carry (the remaining-length field's limit, minus headers).
 MQTT_MAX_PAYLOAD = 268_435_455 - 65_535
@@ -104,7 +104,7 @@ class MqttSink(Sink):
         properties = Properties(PacketTypes.PUBLISH)
         properties.ContentType = content_type_of(message.body)
         properties.UserProperty = [
-            *((name, text(value)) for name, value in message.headers.items()),
+            *((name, header_text(value)) for name, value in message.headers.items()),
             (self.options.id_property, message.id),
         ]
         return properties

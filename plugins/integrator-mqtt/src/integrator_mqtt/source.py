@@ -30,6 +30,7 @@ import anyio
 import anyio.abc
 
 from integrator import Duration, Intake, Message, Source
+from integrator.payload import Decode, PayloadError, decode_body, header_text
 from integrator_mqtt.connection import (
     MqttConnectionOptions,
     MqttUnavailable,
@@ -37,7 +38,6 @@ from integrator_mqtt.connection import (
     make_client,
     paho_client,
 )
-from integrator_mqtt.payload import Decode, PayloadError, decode_body, text
 
 
 class MqttSourceOptions(MqttConnectionOptions, forbid_unknown_fields=True, kw_only=True):
@@ -144,7 +144,7 @@ class MqttSource(Source):
             ):
                 value = getattr(properties, attr, None)
                 if value is not None:
-                    headers[header] = text(value)
+                    headers[header] = header_text(value)
         attributes: dict[str, Any] = {
             "topic": incoming.topic.value,
             "qos": incoming.qos,

@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 import redis.exceptions as rex
 
 from integrator import DeliveryError, Message, Sink, Size
+from integrator.payload import encode_body, header_text
 from integrator_redis.connection import (
     RedisConnectionOptions,
     RedisUnavailable,
@@ -22,7 +23,6 @@ from integrator_redis.connection import (
     delivery_error,
     safe_url,
 )
-from integrator_redis.payload import encode_body, text
 
 
 class _RedisSink(Sink):
@@ -96,7 +96,7 @@ class RedisStreamSink(_RedisSink):
         options = self.options
         fields: dict[str, bytes | str] = {}
         if options.headers:
-            fields.update({name: text(value) for name, value in message.headers.items()})
+            fields.update({name: header_text(value) for name, value in message.headers.items()})
         if options.id_field:
             fields[options.id_field] = message.id
         fields[options.body_field] = self._payload(message)

@@ -23,13 +23,13 @@ import redis.asyncio as aioredis
 import redis.exceptions as rex
 
 from integrator import Duration, Intake, Message, Source
+from integrator.payload import Decode, PayloadError, decode_body, header_text
 from integrator_redis.connection import (
     RedisConnectionOptions,
     RedisUnavailable,
     connect,
     safe_url,
 )
-from integrator_redis.payload import Decode, PayloadError, decode_body, text
 
 Entry = tuple[bytes, dict[bytes, bytes] | None]
 
@@ -198,14 +198,16 @@ class RedisStreamSource(Source):
             attributes["redelivered"] = True
         if key in fields:
             raw = fields[key]
-            headers = {k.decode("utf-8", "replace"): text(v) for k, v in fields.items() if k != key}
+            headers = {
+                k.decode("utf-8", "replace"): header_text(v) for k, v in fields.items() if k != key
+            }
             try:
                 body = decode_body(raw, options.decode)
             except PayloadError as err:
                 body, attributes["decode_error"] = raw, str(err)
         else:
             headers = {}
-            body = {k.decode("utf-8", "replace"): text(v) for k, v in fields.items()}
+            body = {k.decode("utf-8", "replace"): header_text(v) for k, v in fields.items()}
         return Message(
             id=f"{options.stream}:{entry}",
             body=body,
