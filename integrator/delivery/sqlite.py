@@ -95,13 +95,15 @@ class SQLiteOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class _Batch:
-    __slots__ = ("done", "error", "ops", "results")
+    __slots__ = ("committed", "done", "error", "led", "ops", "results")
 
     def __init__(self) -> None:
         self.ops: list[Op] = []
         self.results: list[Any] = []
         self.error: BaseException | None = None
         self.done = False
+        self.led = False  # a writer has taken charge of committing this batch
+        self.committed = anyio.Event()
 
 
 class SQLiteStore(Store):
@@ -175,13 +177,29 @@ class SQLiteStore(Store):
     # -- group commit ----------------------------------------------------------------------
 
     async def _write(self, op: Op) -> Any:
+        """Queue ``op`` into the open batch and return once that batch is committed.
+
+        The first writer of a batch leads it: it waits for the previous batch's commit
+        (more writers join meanwhile), closes the batch and commits it on a worker
+        thread. The others only wait for the batch's event, so a commit wakes its
+        writers at once instead of handing a lock from one to the next.
+        """
         batch = self._batch
         position = len(batch.ops)
         batch.ops.append(op)
-        async with self._commit_lock:
-            if not batch.done:
-                self._batch = _Batch()
-                await anyio.to_thread.run_sync(self._commit, batch)
+        if not batch.led:
+            batch.led = True
+            # Shielded: a cancelled leader must not leave its followers waiting forever,
+            # and once queued the data is committed anyway.
+            with anyio.CancelScope(shield=True):
+                try:
+                    async with self._commit_lock:
+                        self._batch = _Batch()
+                        await anyio.to_thread.run_sync(self._commit, batch)
+                finally:
+                    batch.committed.set()
+        else:
+            await batch.committed.wait()
         if batch.error is not None:
             raise batch.error
         return batch.results[position]
@@ -228,7 +246,7 @@ class SQLiteStore(Store):
         rows = [(m.id, encode(m)) for m in messages]
         now = time.time()
 
-        seqs: list[tuple[int, Message]] = []
+        seqs: list[tuple[int, Message, int]] = []
 
         def op(conn: sqlite3.Connection) -> tuple[list[bool], int]:
             accepted: list[bool] = []
@@ -247,7 +265,7 @@ class SQLiteStore(Store):
                     "INSERT INTO inbox (route, msg_id, message, created_at) VALUES (?, ?, ?, ?)",
                     (route, msg_id, blob, now),
                 )
-                seqs.append((inserted.lastrowid or 0, message))
+                seqs.append((inserted.lastrowid or 0, message, len(blob)))
                 accepted.append(True)
             if dedupe_window is not None and now - self._seen_sweep > 60:
                 self._seen_sweep = now
@@ -312,7 +330,7 @@ class SQLiteStore(Store):
         messages = [
             message for _, outputs in done for batch in outputs.values() for message in batch
         ]
-        written: list[tuple[int, Message]] = []
+        written: list[tuple[int, Message, int]] = []
 
         def op(conn: sqlite3.Connection) -> tuple[None, int]:
             delta = 0
@@ -328,7 +346,7 @@ class SQLiteStore(Store):
                         " VALUES (?, ?, ?, ?, ?)",
                         row,
                     )
-                    written.append((inserted.lastrowid or 0, messages[position]))
+                    written.append((inserted.lastrowid or 0, messages[position], len(row[3])))
                     position += 1
                 delta += len(rows) - 1
             return None, delta
@@ -395,6 +413,17 @@ class SQLiteStore(Store):
 
         await self._write(op)
         self._recent_deliveries.forget((delivery.seq,))
+
+    async def delivered_many(self, deliveries: Sequence[Delivery]) -> None:
+        seqs = [(d.seq,) for d in deliveries]
+
+        def op(conn: sqlite3.Connection) -> tuple[None, int]:
+            before = conn.total_changes
+            conn.executemany("DELETE FROM deliveries WHERE seq = ?", seqs)
+            return None, -(conn.total_changes - before)
+
+        await self._write(op)
+        self._recent_deliveries.forget(seq for (seq,) in seqs)
 
     async def reschedule(self, delivery: Delivery, next_at: float, error: str) -> None:
         first_at = delivery.first_attempt_at or time.time()
@@ -675,36 +704,42 @@ class SQLiteStore(Store):
 
 
 class _RecentMessages:
-    """Committed messages by seq, until their row is gone; bounded, thread-safe enough.
+    """Committed messages by seq, until their row is gone; bounded by bytes.
 
     Reads run on a worker thread while the loop adds and forgets: single dict
     operations are atomic under the GIL, and a seq missing here is simply read from
-    the table.
+    the table. Workers read what was just committed within a batch or two, so a few
+    megabytes cover the hot path; a backlog beyond that is read from the table.
     """
 
-    LIMIT = 20_000
+    BUDGET = 8 * 1024 * 1024  # bytes of encoded messages, per table
 
     def __init__(self) -> None:
-        self._messages: dict[int, Message] = {}
+        self._messages: dict[int, tuple[Message, int]] = {}
+        self._bytes = 0
 
-    def add(self, items: Sequence[tuple[int, Message]]) -> None:
-        room = self.LIMIT - len(self._messages)
-        for seq, message in items[: max(room, 0)]:
-            self._messages[seq] = message
+    def add(self, items: Sequence[tuple[int, Message, int]]) -> None:
+        for seq, message, size in items:
+            if self._bytes + size > self.BUDGET:
+                return
+            self._messages[seq] = (message, size)
+            self._bytes += size
 
     def forget(self, seqs: Any) -> None:
         for seq in seqs:
-            self._messages.pop(seq, None)
+            entry = self._messages.pop(seq, None)
+            if entry is not None:
+                self._bytes -= entry[1]
 
     def get_many(self, seqs: list[int], conn: sqlite3.Connection, table: str) -> dict[int, Message]:
         found: dict[int, Message] = {}
         missing: list[int] = []
         for seq in seqs:
-            message = self._messages.get(seq)
-            if message is None:
+            entry = self._messages.get(seq)
+            if entry is None:
                 missing.append(seq)
             else:
-                found[seq] = message
+                found[seq] = entry[0]
         for start in range(0, len(missing), 500):
             chunk = missing[start : start + 500]
             marks = ",".join("?" * len(chunk))

@@ -147,6 +147,11 @@ class Store(abc.ABC):
     async def delivered(self, delivery: Delivery) -> None:
         """The sink took the message: forget the delivery."""
 
+    async def delivered_many(self, deliveries: Sequence[Delivery]) -> None:
+        """Forget several delivered records at once (one write where the backend can)."""
+        for delivery in deliveries:
+            await self.delivered(delivery)
+
     @abc.abstractmethod
     async def reschedule(self, delivery: Delivery, next_at: float, error: str) -> None:
         """Record a failed attempt and when to try again."""

@@ -369,6 +369,9 @@ class SinkWorker:
             self.breaker = breaker_layer.breaker
             self.middleware.insert(0, breaker_layer)
         self._retries: list[tuple[float, int, Delivery]] = []
+        self._acks: list[Delivery] = []
+        self._ack_wakeup = Wakeup()
+        self._delivering = True
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         store = self.route.services.store
@@ -387,19 +390,49 @@ class SinkWorker:
             heapq.heapify(self._retries)
             send, receive = anyio.create_memory_object_stream[Delivery](self.concurrency)
             consume = self._batcher if self.spec.batch is not None else self._deliverer
-            async with anyio.create_task_group() as tg:
-                for _ in range(self.concurrency):
-                    tg.start_soon(consume, receive.clone(), chain)
-                receive.close()
-                task_status.started()
-                async with send:
-                    await self._feed(send)
+            async with anyio.create_task_group() as outer:
+                outer.start_soon(self._ack_writer)
+                async with anyio.create_task_group() as tg:
+                    for _ in range(self.concurrency):
+                        tg.start_soon(consume, receive.clone(), chain)
+                    receive.close()
+                    task_status.started()
+                    async with send:
+                        await self._feed(send)
+                self._delivering = False
+                self._ack_wakeup.set()
         finally:
             with anyio.CancelScope(shield=True):
+                if self._acks:  # cancelled before the writer caught up: record them now
+                    acks, self._acks = self._acks, []
+                    await _quietly(store.delivered_many(acks), "recording deliveries")
                 for component in reversed(opened):
                     await _quietly(
                         component.close(), f"route {self.route.name}: closing {self.name}"
                     )
+
+    async def _ack_writer(self) -> None:
+        """Record delivered messages in groups, so a delivery slot never waits for a
+        commit (a crash before the record is written means a duplicate, not a loss)."""
+        store = self.route.services.store
+        while True:
+            self._ack_wakeup.clear()
+            if self._acks:
+                acks, self._acks = self._acks, []
+                await store.delivered_many(acks)
+                continue
+            if not self._delivering:
+                return
+            await self._ack_wakeup.wait(IDLE_POLL)
+
+    def _acknowledge(self, deliveries: list[Delivery]) -> None:
+        now = time.time()
+        self._acks.extend(deliveries)
+        self._ack_wakeup.set()
+        self.stats.delivered += len(deliveries)
+        self.stats.last_success_at = now
+        for delivery in deliveries:
+            self.stats.latency.observe(now - delivery.message.created_at)
 
     async def _feed(self, send: anyio.abc.ObjectSendStream[Delivery]) -> None:
         store = self.route.services.store
@@ -455,7 +488,6 @@ class SinkWorker:
 
     async def _deliver_batch(self, group: list[Delivery], chain: Any) -> None:
         """One message whose body is the array of bodies; its outcome is every member's."""
-        store = self.route.services.store
         ids = [d.message.id for d in group]
         message = Message(
             id=batch_id(ids),
@@ -475,14 +507,7 @@ class SinkWorker:
         except Exception as err:
             failure = (describe(err), True, None)
         else:
-            async with anyio.create_task_group() as tg:  # concurrent writes: one commit
-                for delivery in group:
-                    tg.start_soon(store.delivered, delivery)
-            now = time.time()
-            self.stats.delivered += len(group)
-            self.stats.last_success_at = now
-            for delivery in group:
-                self.stats.latency.observe(now - delivery.message.created_at)
+            self._acknowledge(group)
             return
         # One delay for the whole group, so its members come back together and are
         # batched again as the same batch (same id), rather than jittered apart.
@@ -493,7 +518,6 @@ class SinkWorker:
                 tg.start_soon(self._failed, delivery, *failure, delay)
 
     async def _deliver(self, delivery: Delivery, chain: Any) -> None:
-        store = self.route.services.store
         if self.fallback and self.breaker is not None and self.breaker.state.value == "open":
             await self._hand_over(delivery, "circuit breaker open")
             return
@@ -504,10 +528,7 @@ class SinkWorker:
         except Exception as err:  # an unexpected sink error may be transient: retry it
             await self._failed(delivery, describe(err), True, None)
         else:
-            await store.delivered(delivery)
-            self.stats.delivered += 1
-            self.stats.latency.observe(time.time() - delivery.message.created_at)
-            self.stats.last_success_at = time.time()
+            self._acknowledge([delivery])
 
     async def _failed(
         self,
