@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
@@ -130,7 +129,7 @@ def check_timestamp(timestamp: float, *, now: float, tolerance: float) -> None:
 
 def digests(keys: Iterable[bytes], content: bytes, algorithm: str = "sha256") -> list[bytes]:
     """The HMAC of ``content`` under each key."""
-    return [hmac.new(key, content, getattr(hashlib, algorithm)).digest() for key in keys]
+    return [hmac.digest(key, content, algorithm) for key in keys]  # one-shot, in C
 
 
 def any_match(expected: Iterable[bytes], received: Iterable[bytes]) -> bool:
