@@ -25,7 +25,15 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("bench")
     out = tmp / "results.json"
     done = subprocess.run(
-        [sys.executable, "bench/run.py", "--smoke", "--json", str(out), "--workdir", str(tmp / "work")],
+        [
+            sys.executable,
+            "bench/run.py",
+            "--smoke",
+            "--json",
+            str(out),
+            "--workdir",
+            str(tmp / "work"),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
