@@ -12,19 +12,17 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
-import jsonschema.exceptions
-import jsonschema.protocols
-import jsonschema.validators
 import msgspec
-import referencing
-import referencing.exceptions
 
 from integrator.components import Context, Middleware, Next
 from integrator.errors import Reject
 from integrator.message import Message
+
+if TYPE_CHECKING:  # jsonschema is imported when a route first uses `validate`: it is
+    import jsonschema.exceptions  # ~40 ms and several MB a daemon without it never needs
+    import jsonschema.protocols
 
 _MESSAGE_LIMIT = 200
 
@@ -66,6 +64,9 @@ def load_schema(options: ValidateOptions) -> dict[str, Any]:
 
 def build_validator(options: ValidateOptions) -> jsonschema.protocols.Validator:
     """A validator for the configured schema, or ValueError if the schema is invalid."""
+    import jsonschema.exceptions
+    import referencing
+
     if options.max_errors < 1:
         raise ValueError("max_errors: must be at least 1")
     schema = load_schema(options)
@@ -84,6 +85,8 @@ def build_validator(options: ValidateOptions) -> jsonschema.protocols.Validator:
 
 def _validator_class(schema: dict[str, Any]) -> Any:
     """The draft named by ``$schema``; Draft 2020-12 when there is none."""
+    import jsonschema.validators
+
     if "$schema" not in schema:
         return jsonschema.Draft202012Validator
     cls = jsonschema.validators.validator_for(schema, default=None)  # type: ignore[arg-type]
@@ -121,6 +124,9 @@ class ValidateMiddleware(Middleware):
     def __init__(self, options: Any, context: Context) -> None:
         super().__init__(options, context)
         self.validator = build_validator(options)
+        from referencing.exceptions import Unresolvable
+
+        self._unresolvable = Unresolvable
 
     async def __call__(self, message: Message, call_next: Next) -> None:
         body = message.body
@@ -131,7 +137,7 @@ class ValidateMiddleware(Middleware):
             )
         try:
             found = violations(self.validator, body)
-        except referencing.exceptions.Unresolvable as err:
+        except self._unresolvable as err:
             raise Reject(
                 f"validate: the schema has a reference that cannot be resolved: {err}"
             ) from err
