@@ -139,12 +139,22 @@ def build_chain(middleware: Sequence[Middleware], terminal: Next) -> Next:
     """Compose middleware around ``terminal`` so the first in the list runs first."""
     handler = terminal
     for layer in reversed(middleware):
-        handler = _bind(layer, handler)
+        handler = _Link(layer, handler)
     return handler
 
 
-def _bind(layer: Middleware, call_next: Next) -> Next:
-    async def call(message: Message) -> None:
-        await layer(message, call_next)
+class _Link:
+    """One layer bound to the rest of the chain.
 
-    return call
+    A plain (not async) ``__call__`` that returns the layer's own coroutine: one
+    coroutine frame per layer instead of two, which is most of what an empty layer costs.
+    """
+
+    __slots__ = ("call_next", "layer")
+
+    def __init__(self, layer: Middleware, call_next: Next) -> None:
+        self.layer = layer
+        self.call_next = call_next
+
+    def __call__(self, message: Message) -> Awaitable[None]:
+        return self.layer(message, self.call_next)
