@@ -203,3 +203,46 @@ def test_version_and_help(tmp_path: Path) -> None:
             integrator_command(command, "--help"), capture_output=True, text=True, check=True
         )
         assert "usage: integrator" in result.stdout
+
+
+def test_secrets_never_reach_a_log_line(tmp_path: Path, daemon_factory, monkeypatch) -> None:
+    secrets = {
+        "T_ADMIN_TOKEN": "adm1n-t0ken-for-log-test",
+        "T_BEARER": "bearer-s3cret-for-log-test",
+        "T_IN_BODY": "b0dy-s3cret-for-log-test",
+    }
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    daemon = daemon_factory(
+        f"""
+[daemon]
+state_dir = "{tmp_path / "state"}"
+shutdown_timeout = "2s"
+log_level = "debug"
+log_format = "json"
+
+[admin]
+listen = "127.0.0.1:0"
+token = "${{env:T_ADMIN_TOKEN}}"
+
+[connections.api]
+url = "http://127.0.0.1:9"
+auth = {{ type = "bearer", token = "${{env:T_BEARER}}" }}
+
+[routes.leaky]
+middleware = [{{ type = "log", level = "info", body = true }}]
+sinks = [{{ type = "http", connection = "api", path = "/t/${{env:T_BEARER}}", retry = {{ initial = "20ms", max = "50ms" }} }}]
+[routes.leaky.source]
+type = "timer"
+interval = "100ms"
+body = {{ note = "carries ${{env:T_IN_BODY}}" }}
+"""
+    )
+    daemon.wait_for_log("ready:")
+    daemon.wait_for_log("failed for message")  # the sink's errors are logged, with the URL
+    assert daemon.stop() == 0
+    log = daemon.log()
+    for value in secrets.values():
+        assert value not in log
+    assert "***" in log
+    assert all(line.startswith("{") for line in log.splitlines() if line.strip())
