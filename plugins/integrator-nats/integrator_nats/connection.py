@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import logging
 import ssl
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import msgspec
-import nats.errors
-from nats.aio.client import Client
 
 from integrator import Duration, IntegratorError, Secret
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+
+# nats-py is imported where a component first connects, not here: the daemon
+# imports every installed plugin at start, and most configurations use none.
 
 log = logging.getLogger("integrator.nats")
 
@@ -100,6 +104,8 @@ async def connect(options: ConnectionOptions, *, name: str) -> Client:
     client at its next delivery. (nats-py's own reconnect loop also leaks a socket
     per failed attempt.)
     """
+    import nats.errors
+    from nats.aio.client import Client
 
     async def on_error(err: Exception) -> None:
         log.warning("nats %s (%s): %s", options.safe_url(), name, describe(err))

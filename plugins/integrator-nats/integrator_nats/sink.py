@@ -7,18 +7,18 @@ once (a retry after a lost PubAck publishes again); the stream's duplicate windo
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
-import nats.errors
-import nats.js.errors
-from nats.aio.client import Client
 
 from integrator import DeliveryError, Duration, Message, Sink
 from integrator.payload import encode_body
 from integrator_nats.connection import ConnectionOptions, NatsError, connect, describe, log
 from integrator_nats.source import MSG_ID_HEADER
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
 
 
 class NatsSinkOptions(ConnectionOptions, forbid_unknown_fields=True, kw_only=True):
@@ -56,6 +56,8 @@ class NatsSink(Sink):
         await self._connected()
 
     async def close(self) -> None:
+        import nats.errors
+
         client, self._client = self._client, None
         if client is not None and not client.is_closed:
             try:
@@ -84,6 +86,9 @@ class NatsSink(Sink):
         return headers
 
     async def deliver(self, message: Message) -> None:
+        import nats.errors
+        import nats.js.errors
+
         options = self.options
         try:
             payload = encode_body(message.body)

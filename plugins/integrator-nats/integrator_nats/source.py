@@ -13,28 +13,34 @@ repeat when the first copy did reach the store.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.abc
 import msgspec
-import nats.errors
-import nats.js.errors
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from integrator import Duration, Intake, Message, Source
 from integrator_nats.connection import ConnectionOptions, NatsError, connect, describe, log
 
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
+    from nats.js.api import DeliverPolicy
+
 MSG_ID_HEADER = "Nats-Msg-Id"
 
-_DELIVER_POLICIES = {
-    "all": DeliverPolicy.ALL,
-    "new": DeliverPolicy.NEW,
-    "last": DeliverPolicy.LAST,
-    "last_per_subject": DeliverPolicy.LAST_PER_SUBJECT,
-}
+
+def deliver_policy(name: str) -> DeliverPolicy:
+    """nats-py's enum for a ``deliver_policy`` option (imported here, when first used)."""
+    from nats.js.api import DeliverPolicy
+
+    policies = {
+        "all": DeliverPolicy.ALL,
+        "new": DeliverPolicy.NEW,
+        "last": DeliverPolicy.LAST,
+        "last_per_subject": DeliverPolicy.LAST_PER_SUBJECT,
+    }
+    return policies[name]
 
 
 class NatsSourceOptions(ConnectionOptions, forbid_unknown_fields=True, kw_only=True):
@@ -121,6 +127,8 @@ class NatsSource(Source):
         """Consume until cancelled. A lost connection raises :class:`NatsError`: the
         engine's supervisor shows it on the route's health and restarts the source
         with capped exponential backoff."""
+        import nats.errors
+
         options = self.options
         client = await connect(options, name=f"integrator:{self.context.route}")
         try:
@@ -151,12 +159,16 @@ class NatsSource(Source):
                 await _close(client)
 
     async def _subscribe(self, client: Client) -> Any:
+        import nats.errors
+        import nats.js.errors
+        from nats.js.api import AckPolicy, ConsumerConfig
+
         options = self.options
         js = client.jetstream(timeout=float(options.connect_timeout))
         config = ConsumerConfig(
             durable_name=self.durable,
             ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=_DELIVER_POLICIES[options.deliver_policy],
+            deliver_policy=deliver_policy(options.deliver_policy),
             ack_wait=float(options.ack_wait),
             max_deliver=options.max_deliver or -1,
             filter_subject=options.subject,
@@ -176,6 +188,8 @@ class NatsSource(Source):
 
     async def _hand_over(self, client: Client, intake: Intake, fetched: list[Msg]) -> None:
         """Commit a batch, then ack it; NAK it with a delay when the commit failed."""
+        import nats.errors
+
         try:
             messages = [to_message(msg, self.options.decode) for msg in fetched]
             await intake.submit(messages)
@@ -196,6 +210,8 @@ class NatsSource(Source):
                 raise NatsError(f"acking {len(fetched)} message(s): {describe(err)}") from err
 
     async def _nak(self, client: Client, fetched: list[Msg]) -> None:
+        import nats.errors
+
         delay = float(self.options.nak_delay)
         try:
             for msg in fetched:
@@ -211,6 +227,8 @@ class NatsSource(Source):
 
 
 async def _close(client: Client) -> None:
+    import nats.errors
+
     try:
         with anyio.move_on_after(2):
             await client.close()

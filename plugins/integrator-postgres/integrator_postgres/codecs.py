@@ -10,10 +10,12 @@ the way ``COPY`` input would, without per-type Python conversions.
 from __future__ import annotations
 
 import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import asyncpg
 import msgspec
+
+if TYPE_CHECKING:
+    import asyncpg
 
 _json_encoder = msgspec.json.Encoder()
 

@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import logging
 import ssl
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
-import asyncpg
 import msgspec
 
 from integrator import DeliveryError, Duration, IntegratorError, Secret
+
+if TYPE_CHECKING:
+    import asyncpg
+
+# asyncpg is imported where a component first connects, not here: the daemon
+# imports every installed plugin at start, and most configurations use none.
 
 log = logging.getLogger("integrator.postgres")
 
@@ -99,6 +104,8 @@ class ConnectionOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
 
 async def connect(options: ConnectionOptions, application_name: str) -> asyncpg.Connection:
     """One connection (the sources hold one each); errors never show the password."""
+    import asyncpg
+
     try:
         return await asyncpg.connect(**options.connect_kwargs(application_name))
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
@@ -143,6 +150,8 @@ def is_retriable(err: BaseException) -> bool:
     Data errors (22), constraint violations (23) and errors in the statement itself
     (42: an undefined column or table, a permission) stay wrong however often we try.
     """
+    import asyncpg
+
     if isinstance(err, asyncpg.PostgresError):
         sqlstate = getattr(err, "sqlstate", None) or ""
         return sqlstate[:2] in RETRIABLE_CLASSES

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.abc
-import asyncpg
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from integrator import Duration, Intake, Message, Source
@@ -28,6 +27,9 @@ from integrator_postgres.connection import (
     describe,
     log,
 )
+
+if TYPE_CHECKING:
+    import asyncpg
 
 
 class ListenOptions(ConnectionOptions, forbid_unknown_fields=True, kw_only=True):
@@ -105,6 +107,8 @@ class PostgresListenSource(Source):
         Returns what arrived and whether the connection was lost after it: what was
         received before the loss is still committed.
         """
+        import asyncpg
+
         options = self.options
         while True:
             with anyio.move_on_after(float(options.keepalive)):

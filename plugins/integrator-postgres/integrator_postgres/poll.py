@@ -13,11 +13,10 @@ to the column's type in SQL, which keeps integers, numerics and timestamps exact
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
-import asyncpg
 import msgspec
 
 from integrator import Duration, Intake, Message, Source
@@ -31,6 +30,9 @@ from integrator_postgres.connection import (
     quote_ident,
     quote_table,
 )
+
+if TYPE_CHECKING:
+    import asyncpg
 
 CURSOR_ALIAS = "__integrator_cursor"
 ID_ALIAS = "__integrator_id"
@@ -89,6 +91,8 @@ class PostgresPollSource(Source):
     ) -> None:
         """Poll until cancelled; a lost connection raises, and the engine's supervisor
         restarts the source with backoff (the checkpoint says where to resume)."""
+        import asyncpg
+
         options = self.options
         conn = await connect(options, f"integrator:{self.context.route}")
         try:
@@ -160,6 +164,8 @@ class PostgresPollSource(Source):
 
 async def _column_type(conn: asyncpg.Connection, table: str, column: str) -> str:
     """The column's type name (without modifiers), or a clear error if it is not there."""
+    import asyncpg
+
     try:
         found = await conn.fetchval(
             "SELECT format_type(atttypid, NULL) FROM pg_attribute"

@@ -11,10 +11,9 @@ goes to the dead-letter queue alone.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
-import asyncpg
 
 from integrator import DeliveryError, Duration, Message, Sink
 from integrator.transforms.expressions import Expression, ExpressionError, compile_expression
@@ -27,6 +26,9 @@ from integrator_postgres.connection import (
     quote_ident,
     quote_table,
 )
+
+if TYPE_CHECKING:
+    import asyncpg
 
 Row = tuple[str | None, ...]
 
@@ -106,6 +108,8 @@ class PostgresSink(Sink):
         )
 
     async def open(self) -> None:
+        import asyncpg
+
         options = self.options
         self._pool = await asyncpg.create_pool(
             min_size=1,
@@ -163,6 +167,8 @@ class PostgresSink(Sink):
 
     async def _write(self, rows: Sequence[Row]) -> list[BaseException | None]:
         """Write a batch in one transaction; after a data error, row by row."""
+        import asyncpg
+
         pool = self._require_pool()
         timeout = float(self.options.timeout)
         try:

@@ -14,14 +14,19 @@ only hide redeliveries.
 from __future__ import annotations
 
 import ssl
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import aio_pika
-import aiormq.exceptions
 import msgspec
 from yarl import URL
 
 from integrator import Duration, IntegratorError, Secret
+
+if TYPE_CHECKING:
+    import aio_pika.abc
+
+# aio-pika is imported where a component first connects, not here: the daemon
+# imports every installed plugin at start, and most configurations use none.
 
 
 class AmqpUnavailable(IntegratorError):
@@ -80,6 +85,9 @@ def tls_context(options: AmqpConnectionOptions) -> ssl.SSLContext:
 
 async def connect(options: AmqpConnectionOptions) -> aio_pika.abc.AbstractConnection:
     """Open a connection, or raise :class:`AmqpUnavailable` saying why (never the password)."""
+    import aio_pika
+    import aiormq.exceptions
+
     remember_url_password(options.url)
     url = URL(options.url)
     tls = options.tls or url.scheme == "amqps"

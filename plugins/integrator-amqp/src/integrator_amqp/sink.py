@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import contextlib
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-import aio_pika
-import aiormq.exceptions as amqp_errors
 import anyio
-from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 
 from integrator import DeliveryError, Message, Sink, Size
 from integrator.components import Context
 from integrator.payload import content_type_of, encode_body, header_text
 from integrator_amqp.connection import AmqpConnectionOptions, AmqpUnavailable, connect
+
+if TYPE_CHECKING:
+    import aio_pika.abc
 
 
 class AmqpSinkOptions(AmqpConnectionOptions, forbid_unknown_fields=True, kw_only=True):
@@ -44,6 +45,8 @@ def delivery_error(err: BaseException, what: str) -> DeliveryError:
     limit, mismatched exchange) would fail again: not retriable. Everything else
     (connection lost, nack, unroutable, exchange not found yet) may succeed later.
     """
+    import aiormq.exceptions as amqp_errors
+
     reason = f"{what}: {type(err).__name__}: {err}"
     permanent = (amqp_errors.ChannelAccessRefused, amqp_errors.ChannelPreconditionFailed)
     return DeliveryError(reason, retriable=not isinstance(err, permanent))
@@ -76,6 +79,10 @@ class AmqpSink(Sink):
             return self._channel
 
     async def deliver(self, message: Message) -> None:
+        import aio_pika
+        import aiormq.exceptions as amqp_errors
+        from aio_pika.exceptions import CONNECTION_EXCEPTIONS
+
         options = self.options
         body = encode_body(message.body)
         if options.max_size is not None and len(body) > options.max_size:
@@ -120,6 +127,8 @@ class AmqpSink(Sink):
 
     async def _drop_connection(self, broken: aio_pika.abc.AbstractChannel | None = None) -> None:
         """Forget the connection, unless another delivery has already replaced ``broken``."""
+        from aio_pika.exceptions import CONNECTION_EXCEPTIONS
+
         async with self._lock:
             if broken is not None and broken is not self._channel:
                 return

@@ -13,19 +13,20 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aio_pika
-import aiormq.exceptions
 import anyio
 import anyio.abc
 import msgspec
-from aio_pika.abc import AbstractIncomingMessage
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from integrator import Intake, Message, Source
 from integrator.payload import Decode, PayloadError, decode_body, header_text
 from integrator_amqp.connection import AmqpConnectionOptions, AmqpUnavailable, connect, safe_url
+
+if TYPE_CHECKING:
+    import aio_pika.abc
+    from aio_pika.abc import AbstractIncomingMessage
 
 #: AMQP basic properties copied into the message headers when present.
 PROPERTIES = (
@@ -79,6 +80,9 @@ class AmqpSource(Source):
     async def run(
         self, intake: Intake, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
+        import aiormq.exceptions
+        from aio_pika.abc import AbstractIncomingMessage
+
         options = self.options
         connection = await connect(options)
         send, receive = anyio.create_memory_object_stream[AbstractIncomingMessage | _Lost](math.inf)

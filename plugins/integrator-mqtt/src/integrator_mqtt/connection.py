@@ -11,17 +11,21 @@ import logging
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote, urlsplit
 
-import aiomqtt
 import anyio
 import msgspec
-import paho.mqtt.client as paho
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from integrator import Duration, IntegratorError, Secret
+
+if TYPE_CHECKING:
+    import aiomqtt
+    import paho.mqtt.client as paho
+
+# aiomqtt and paho-mqtt are imported where a component first builds a client, not
+# here: the daemon imports every installed plugin at start, and most configurations
+# use none.
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 
@@ -98,6 +102,10 @@ def make_client(
     start is off (MQTT 5) or clean session is off (3.1.1, where the broker decides
     how long it keeps it).
     """
+    import aiomqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
     options.validate()
     parts = urlsplit(options.url)
     v5 = options.protocol == "5"
@@ -141,6 +149,8 @@ async def connected(client: aiomqtt.Client, what: str) -> AsyncIterator[aiomqtt.
 
     Connection failures become :class:`MqttUnavailable` naming ``what``.
     """
+    import aiomqtt
+
     try:
         await client.__aenter__()
     except aiomqtt.MqttError as err:
@@ -153,6 +163,8 @@ async def connected(client: aiomqtt.Client, what: str) -> AsyncIterator[aiomqtt.
 
 async def disconnect(client: aiomqtt.Client) -> None:
     """Say goodbye to the broker if the connection still works; never raise, never hang."""
+    import aiomqtt
+
     with anyio.CancelScope(shield=True), anyio.move_on_after(5):
         try:
             await client.__aexit__(None, None, None)

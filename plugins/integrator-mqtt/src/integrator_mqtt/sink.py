@@ -10,12 +10,9 @@ source uses as the message id.
 from __future__ import annotations
 
 import uuid
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import aiomqtt
 import anyio
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from integrator import DeliveryError, Message, Sink, Size
 from integrator.components import Context
@@ -26,6 +23,10 @@ from integrator_mqtt.connection import (
     disconnect,
     make_client,
 )
+
+if TYPE_CHECKING:
+    import aiomqtt
+    from paho.mqtt.properties import Properties
 
 #: The largest payload MQTT can carry (the remaining-length field's limit, minus headers).
 MQTT_MAX_PAYLOAD = 268_435_455 - 65_535
@@ -62,6 +63,8 @@ class MqttSink(Sink):
         await self._ensure_client()
 
     async def _ensure_client(self) -> aiomqtt.Client:
+        import aiomqtt
+
         async with self._lock:
             if self._client is None:
                 client_id = self.options.client_id or f"integrator-{uuid.uuid4().hex[:12]}"
@@ -74,6 +77,8 @@ class MqttSink(Sink):
             return self._client
 
     async def deliver(self, message: Message) -> None:
+        import aiomqtt
+
         options = self.options
         payload = encode_body(message.body)
         limit = min(options.max_size or MQTT_MAX_PAYLOAD, MQTT_MAX_PAYLOAD)
@@ -101,6 +106,9 @@ class MqttSink(Sink):
             ) from err
 
     def _properties(self, message: Message) -> Properties:
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
         properties = Properties(PacketTypes.PUBLISH)
         properties.ContentType = content_type_of(message.body)
         properties.UserProperty = [

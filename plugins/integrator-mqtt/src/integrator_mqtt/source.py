@@ -23,9 +23,8 @@ What is guaranteed, precisely:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import aiomqtt
 import anyio
 import anyio.abc
 
@@ -38,6 +37,9 @@ from integrator_mqtt.connection import (
     make_client,
     paho_client,
 )
+
+if TYPE_CHECKING:
+    import aiomqtt
 
 
 class MqttSourceOptions(MqttConnectionOptions, forbid_unknown_fields=True, kw_only=True):
@@ -74,6 +76,8 @@ class MqttSource(Source):
     async def run(
         self, intake: Intake, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
+        import aiomqtt
+
         options = self.options
         client = make_client(
             options,

@@ -7,15 +7,18 @@ the password is registered with the log redactor and never appears in errors.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
-import redis.asyncio as aioredis
-import redis.exceptions as rex
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from integrator import DeliveryError, Duration, IntegratorError, Secret
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+# The redis client is imported where a component first needs it, not here: the
+# daemon imports every installed plugin at start, and most configurations use none.
 
 
 class RedisUnavailable(IntegratorError):
@@ -76,6 +79,10 @@ def connect(options: RedisConnectionOptions, *, read_wait: float = 0.0) -> aiore
     can be restarted (and its health shown) and a sink can hand the message back to
     the retry policy.
     """
+    import redis.asyncio as aioredis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
     remember_url_password(options.url)
     url = options.url
     tls = options.tls or url.startswith("rediss://")
@@ -101,16 +108,19 @@ def connect(options: RedisConnectionOptions, *, read_wait: float = 0.0) -> aiore
     )
 
 
-#: Errors after which trying the same command again may succeed.
-TRANSIENT = (
-    rex.ConnectionError,
-    rex.TimeoutError,
-    rex.BusyLoadingError,
-    rex.ReadOnlyError,
-    rex.OutOfMemoryError,
-    rex.TryAgainError,
-    OSError,
-)
+def transient_errors() -> tuple[type[BaseException], ...]:
+    """Errors after which trying the same command again may succeed."""
+    import redis.exceptions as rex
+
+    return (
+        rex.ConnectionError,
+        rex.TimeoutError,
+        rex.BusyLoadingError,
+        rex.ReadOnlyError,
+        rex.OutOfMemoryError,
+        rex.TryAgainError,
+        OSError,
+    )
 
 
 def delivery_error(err: Exception, what: str) -> DeliveryError:
@@ -121,9 +131,11 @@ def delivery_error(err: Exception, what: str) -> DeliveryError:
     reloading lets the queued messages through. Any other error reply (``WRONGTYPE``,
     a syntax error, ``NOPERM``) would fail again the same way: not retriable.
     """
+    import redis.exceptions as rex
+
     reason = f"{what}: {type(err).__name__}: {err}"
     if isinstance(err, rex.AuthenticationError | rex.AuthorizationError):
         return DeliveryError(reason, retriable=True)
-    if isinstance(err, TRANSIENT):
+    if isinstance(err, transient_errors()):
         return DeliveryError(reason, retriable=True)
     return DeliveryError(reason, retriable=False)

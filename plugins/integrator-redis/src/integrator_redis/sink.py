@@ -9,10 +9,7 @@ in ``id_field`` for consumers that must dedupe.
 
 from __future__ import annotations
 
-from typing import Any
-
-import redis.asyncio as aioredis
-import redis.exceptions as rex
+from typing import TYPE_CHECKING, Any
 
 from integrator import DeliveryError, Message, Sink, Size
 from integrator.payload import encode_body, header_text
@@ -23,6 +20,9 @@ from integrator_redis.connection import (
     delivery_error,
     safe_url,
 )
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 
 class _RedisSink(Sink):
@@ -36,6 +36,8 @@ class _RedisSink(Sink):
     _client: aioredis.Redis | None = None
 
     async def open(self) -> None:
+        import redis.exceptions as rex
+
         self._client = connect(self.options)
         try:
             await self._client.ping()
@@ -93,6 +95,8 @@ class RedisStreamSink(_RedisSink):
     options: StreamSinkOptions
 
     async def deliver(self, message: Message) -> None:
+        import redis.exceptions as rex
+
         options = self.options
         fields: dict[str, bytes | str] = {}
         if options.headers:
@@ -127,6 +131,8 @@ class RedisPublishSink(_RedisSink):
     options: PublishSinkOptions
 
     async def deliver(self, message: Message) -> None:
+        import redis.exceptions as rex
+
         options = self.options
         try:
             receivers = await self.client.publish(options.channel, self._payload(message))

@@ -15,12 +15,10 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
-import redis.asyncio as aioredis
-import redis.exceptions as rex
 
 from integrator import Duration, Intake, Message, Source
 from integrator.payload import Decode, PayloadError, decode_body, header_text
@@ -30,6 +28,9 @@ from integrator_redis.connection import (
     connect,
     safe_url,
 )
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 Entry = tuple[bytes, dict[bytes, bytes] | None]
 
@@ -80,6 +81,8 @@ class RedisStreamSource(Source):
     async def run(
         self, intake: Intake, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
+        import redis.exceptions as rex
+
         options = self.options
         client = connect(options, read_wait=float(options.block))
         try:
@@ -102,6 +105,8 @@ class RedisStreamSource(Source):
                 await client.aclose()
 
     async def _create_group(self, client: aioredis.Redis) -> None:
+        import redis.exceptions as rex
+
         try:
             await client.xgroup_create(
                 self.options.stream, self.group, id=self.options.start_id, mkstream=True
