@@ -392,7 +392,16 @@ class HttpClients:
         if self.registry is None:
             raise ConfigError([f"connections.{name}.auth: no plugin registry to build it from"])
         tokens = StoreTokens(self.store) if self.store is not None else None
-        return build_auth(self.registry, config.auth, token_store=tokens)
+        tls = ssl_context(config.tls, f"connections.{name}")
+
+        def token_session() -> aiohttp.ClientSession:
+            # The token endpoint trusts what the connection trusts (a private CA) and
+            # gets its client certificate (RFC 8705 mutual-TLS client authentication).
+            return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls))
+
+        return build_auth(
+            self.registry, config.auth, token_store=tokens, session_factory=token_session
+        )
 
 
 def connection_config(context: Context, name: str) -> ConnectionConfig:

@@ -11,7 +11,7 @@ import msgspec
 import pytest
 from aiohttp import web
 
-from integrator.config import ConnectionConfig, convert
+from integrator.config import ConnectionConfig, convert, parse_config
 from integrator.delivery.limits import LimiterRegistry
 from integrator.http.auth import AuthProvider, set_header
 from integrator.http.client import HttpClient, HttpClients, RequestError
@@ -363,3 +363,47 @@ def test_an_unreadable_ca_file_is_a_config_error_naming_the_connection(tmp_path:
 
     with pytest.raises(ConfigError, match=r"connections\.api\.tls: cannot load certificates"):
         HttpClient("api", connection(tls={"ca_file": str(tmp_path / "missing.pem")}))
+
+
+async def test_the_token_endpoint_gets_the_connections_ca_and_client_certificate(
+    certs: Certificates,
+) -> None:
+    """OAuth2 behind a private CA with mutual TLS (RFC 8705): the token request trusts the
+    connection's CA bundle and presents its client certificate, like the API calls do."""
+    seen: list[str | None] = []
+
+    def client_name(request: web.Request) -> str | None:
+        peer = request.transport.get_extra_info("peercert") if request.transport else None
+        return dict(item[0] for item in peer["subject"]).get("commonName") if peer else None
+
+    async def token(request: web.Request) -> web.Response:
+        seen.append(client_name(request))
+        return web.json_response({"access_token": "t0k", "token_type": "Bearer", "expires_in": 300})
+
+    async def api(request: web.Request) -> web.Response:
+        return web.json_response({"auth": request.headers.get("Authorization")})
+
+    app = web.Application()
+    app.router.add_post("/token", token)
+    app.router.add_get("/api", api)
+    async with serve(app, certs.server_context(require_client_cert=True)) as url:
+        _, registry = make_registry()
+        loaded = parse_config(
+            f"""
+            [connections.api]
+            url = "{url}"
+            tls = {{ ca_file = "{certs.ca}", cert_file = "{certs.client_cert}", key_file = "{certs.client_key}" }}
+            auth = {{ type = "oauth2", token_url = "{url}/token", client_id = "id", client_secret = "s" }}
+            """,
+            Path("test.toml"),
+            registry,
+        )
+        config = loaded.connections["api"]
+        clients = HttpClients(registry=registry)
+        try:
+            client = await clients.acquire("api", config)
+            response = await client.request("GET", client.resolve(path="/api"))
+        finally:
+            await clients.close()
+    assert response.json() == {"auth": "Bearer t0k"}
+    assert seen == ["integrator-client"]
