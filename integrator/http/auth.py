@@ -103,6 +103,9 @@ class AuthProvider:
         self.options = options
         self.token_store = token_store
         self.session_factory = session_factory
+        #: Told of each token request's outcome (True: a token came back), for metrics
+        #: and the ``token_refresh_failing`` alert; providers without tokens never call it.
+        self.on_token: Callable[[bool], None] | None = None
 
     async def apply(self, headers: dict[str, str], params: dict[str, str]) -> None:
         """Add credentials to an outgoing request's headers or query parameters."""

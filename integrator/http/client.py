@@ -31,6 +31,7 @@ from multidict import CIMultiDictProxy
 from integrator import __version__
 from integrator.config import ConnectionConfig, TLSConfig
 from integrator.delivery.limits import LimiterRegistry
+from integrator.engine.stats import OPS_STATS, OpsStats
 from integrator.errors import ConfigError, IntegratorError
 from integrator.http.auth import AuthProvider, build_auth, set_header
 from integrator.types import REDACTOR
@@ -342,10 +343,12 @@ class HttpClients:
         registry: Registry | None = None,
         store: Store | None = None,
         limiters: LimiterRegistry | None = None,
+        ops: OpsStats | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
         self.limiters = limiters or LimiterRegistry()
+        self.ops = ops  # where token refreshes are counted
         self._clients: dict[str, HttpClient] = {}
 
     def reset_auth(self) -> None:
@@ -399,9 +402,18 @@ class HttpClients:
             # gets its client certificate (RFC 8705 mutual-TLS client authentication).
             return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls))
 
-        return build_auth(
+        provider = build_auth(
             self.registry, config.auth, token_store=tokens, session_factory=token_session
         )
+        if provider is not None and self.ops is not None:
+            refreshes = self.ops.token_refreshes
+            label = name or "(no connection)"
+
+            def count(ok: bool) -> None:
+                refreshes[(label, "ok" if ok else "error")] += 1
+
+            provider.on_token = count
+        return provider
 
 
 def connection_config(context: Context, name: str) -> ConnectionConfig:
@@ -435,10 +447,12 @@ def http_clients(context: Context) -> HttpClients:
     clients = shared.get(SERVICE)
     if not isinstance(clients, HttpClients):
         limiters = services.get("limiters")
+        ops = shared.get(OPS_STATS)
         clients = shared[SERVICE] = HttpClients(
             registry=getattr(daemon, "registry", None) or services.get("registry"),
             store=services.get("store"),
             limiters=limiters if isinstance(limiters, LimiterRegistry) else None,
+            ops=ops if isinstance(ops, OpsStats) else None,
         )
     services[SERVICE] = clients
     return clients

@@ -280,15 +280,19 @@ class OAuth2Auth(AuthProvider):
         """Make one token request (the lock is held) and keep its result."""
         form, headers = self._token_request()
         sent_at = time.time()
-        status, body, retry_after = await self._post(form, headers)
         try:
+            status, body, retry_after = await self._post(form, headers)
             token = self._accept(status, body, retry_after, sent_at)
         except AuthError as err:
+            if self.on_token is not None:
+                self.on_token(False)
             if err.permanent:
                 self._failure = err
                 self._token = None
                 log.error("%s", err)
             raise
+        if self.on_token is not None:
+            self.on_token(True)
         self._token = token
         self._quiet_until = 0.0
         self._generation += 1

@@ -400,3 +400,45 @@ def test_invalid_options_are_refused(options: dict[str, Any], message: str) -> N
     }
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         convert(values, OAuth2Options).validate()
+
+
+async def test_each_token_request_reports_its_outcome(server: OAuthServer, make: Make) -> None:
+    """What feeds the token refresh metric and the token_refresh_failing alert."""
+    outcomes: list[bool] = []
+    good = make()
+    good.on_token = outcomes.append
+    await bearer(good)
+    await bearer(good)  # cached: no second request
+    bad = make(client_secret="wrong")
+    bad.on_token = outcomes.append
+    with pytest.raises(AuthError):
+        await bearer(bad)
+    assert outcomes == [True, False]
+
+
+async def test_the_connection_client_counts_token_refreshes(server: OAuthServer) -> None:
+    from pathlib import Path
+
+    from integrator.config import parse_config
+    from integrator.engine.stats import OpsStats
+    from integrator.http.client import HttpClients
+    from integrator.testing import make_registry
+
+    _, registry = make_registry()
+    loaded = parse_config(
+        f"""
+        [connections.crm]
+        url = "{server.resource_url}"
+        auth = {{ type = "oauth2", token_url = "{server.token_url}", client_id = "{CLIENT_ID}", client_secret = "{SECRET}" }}
+        """,
+        Path("test.toml"),
+        registry,
+    )
+    ops = OpsStats()
+    clients = HttpClients(registry=registry, ops=ops)
+    try:
+        client = await clients.acquire("crm", loaded.connections["crm"])
+        assert (await client.request("GET", client.resolve())).status == 200
+    finally:
+        await clients.close()
+    assert ops.token_refreshes == {("crm", "ok"): 1}
