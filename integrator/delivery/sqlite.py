@@ -163,10 +163,15 @@ class SQLiteStore(Store):
             await anyio.to_thread.run_sync(self._close_connections)
 
     def _close_connections(self) -> None:
-        for conn in (self._reader, self._writer):
-            if conn is not None:
-                conn.close()
-        self._reader = self._writer = None
+        # A read may still be running on another thread (an admin request racing the
+        # shutdown): closing a connection under it crashes the interpreter, so wait for it.
+        with self._read_lock:
+            reader, self._reader = self._reader, None
+            if reader is not None:
+                reader.close()
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
 
     @staticmethod
     def _count_pending(conn: sqlite3.Connection) -> int:

@@ -149,3 +149,27 @@ async def test_an_unusable_state_directory_is_a_clear_store_error(tmp_path: Path
         match=r"cannot open the store at .*sub/integrator.db: .*; daemon.state_dir must be a directory",
     ):
         await store.open()
+
+
+async def test_closing_while_reads_run_is_safe(tmp_path: Path) -> None:
+    """An admin request may read while the daemon shuts the store: close waits for it,
+    and later reads fail cleanly instead of touching a closed connection."""
+    store = SQLiteStore(None, tmp_path)
+    await store.open()
+    await store.enqueue("r", [Message(body=n) for n in range(200)])
+    outcomes: list[str] = []
+
+    async def read() -> None:
+        try:
+            await store.depths()
+            outcomes.append("read")
+        except StoreError:
+            outcomes.append("closed")
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(50):
+            tg.start_soon(read)
+        tg.start_soon(store.close)
+    assert len(outcomes) == 50
+    with pytest.raises(StoreError, match="is closed"):
+        await store.depths()
