@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -57,7 +58,15 @@ async def test_queue_depth_and_dlq_size_come_from_the_store(run_route, tmp_path:
     async with run_route(routes(tmp_path / "out.jsonl"), Components()) as d:
         await d.wait_delivered("ticks", 4)
         await d.wait_for(lambda: d.services.stats["refused"].sink("rejecting").dead == 2)
-        samples = await scrape(d)
+        # Deliveries are recorded in groups just after they happen, and the exporter
+        # caches store depths for a second: wait until the scrape shows the drained store.
+        await d.wait_for(lambda: d.services.store.pending() == 0, what="an empty store")
+        outbox = ("integrator_outbox_depth", (("route", "ticks"), ("sink", "file")))
+        for _ in range(40):
+            samples = await scrape(d)
+            if samples.get(outbox) == 0:
+                break
+            await anyio.sleep(0.1)
         assert await d.services.store.dlq_count("refused") == 2
     assert samples[("integrator_dlq_size", (("route", "refused"),))] == 2
     assert samples[("integrator_dlq_size", (("route", "ticks"),))] == 0

@@ -409,7 +409,7 @@ async def test_each_token_request_reports_its_outcome(server: OAuthServer, make:
     good.on_token = outcomes.append
     await bearer(good)
     await bearer(good)  # cached: no second request
-    bad = make(client_secret="wrong")
+    bad = make(client_secret="not-the-client-secret-7f3a")
     bad.on_token = outcomes.append
     with pytest.raises(AuthError):
         await bearer(bad)
