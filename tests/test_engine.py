@@ -254,6 +254,7 @@ async def test_a_failing_sink_neither_blocks_nor_duplicates_another(
     """
     async with run_route(toml, TestPlugin()) as d:
         await d.wait_delivered("r", 3, sink="file")
+        await d.wait_for(lambda: d.services.store.pending() == 3, what="the file's records gone")
         await anyio.sleep(0.2)  # give a duplicate the chance to appear
         depths = await d.services.store.depths()
     assert sorted(m["body"] for m in lines(out)) == [1, 2, 3]
@@ -416,7 +417,7 @@ async def test_a_batching_sink_gets_arrays_of_bodies(run_route) -> None:
     """
     async with run_route(toml, TestPlugin(), BatchPlugin()) as d:
         await d.wait_delivered("r", 10)
-        assert d.services.store.pending() == 0
+        await d.wait_for(lambda: d.services.store.pending() == 0, what="deliveries recorded")
     assert [m.body for m in RecordingSink.CALLS] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
     first = RecordingSink.CALLS[0]
     assert first.attributes["batch_ids"] == ["m0", "m1", "m2", "m3"]
