@@ -66,25 +66,6 @@ class Codec:
         raise NotImplementedError
 
 
-def kind_of(value: Any) -> str:
-    """A short, value-free description for error messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, bytes | bytearray | memoryview):
-        return "bytes"
-    if isinstance(value, list | tuple):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
-
-
 def scalar_text(value: Any) -> str | None:
     """How a scalar is written in a text format (CSV cell, form field, XML text).
 

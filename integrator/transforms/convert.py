@@ -33,8 +33,9 @@ from integrator.components import Context, Middleware, Next
 from integrator.config import dec_hook
 from integrator.errors import ConfigError, Reject
 from integrator.message import Message
-from integrator.transforms.codec import Codec, CodecError, kind_of
+from integrator.transforms.codec import Codec, CodecError
 from integrator.transforms.csv_codec import CsvCodec
+from integrator.transforms.paths import describe_kind
 from integrator.transforms.simple_codecs import (
     BytesCodec,
     FormCodec,
@@ -161,7 +162,8 @@ class ConvertMiddleware(Middleware):
             return body
         else:
             raise Reject(
-                f"convert: the body is already data ({kind_of(body)}), not {decoder.name} text"
+                f"convert: the body is already data ({describe_kind(body)}), "
+                f"not {decoder.name} text"
             )
         try:
             return decoder.decode(data)

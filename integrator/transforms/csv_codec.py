@@ -17,7 +17,8 @@ from typing import Any
 
 import msgspec
 
-from integrator.transforms.codec import Codec, CodecError, kind_of, scalar_text
+from integrator.transforms.codec import Codec, CodecError, scalar_text
+from integrator.transforms.paths import describe_kind
 
 
 class CsvOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -70,11 +71,13 @@ class CsvCodec(Codec):
     def encode(self, value: Any) -> bytes:
         records = [value] if isinstance(value, dict) else value
         if not isinstance(records, list):
-            raise CodecError(f"csv needs an array of objects, found {kind_of(value)}")
+            raise CodecError(f"csv needs an array of objects, found {describe_kind(value)}")
         header: dict[str, None] = {}
         for index, record in enumerate(records):
             if not isinstance(record, dict):
-                raise CodecError(f"csv record {index} must be an object, found {kind_of(record)}")
+                raise CodecError(
+                    f"csv record {index} must be an object, found {describe_kind(record)}"
+                )
             header.update(dict.fromkeys(str(key) for key in record))
         if not records:
             return b""
@@ -88,7 +91,8 @@ class CsvCodec(Codec):
                 text = "" if cell is None else scalar_text(cell)
                 if text is None:
                     raise CodecError(
-                        f"csv record {index}, field {key!r}: a cell cannot hold {kind_of(cell)}"
+                        f"csv record {index}, field {key!r}: "
+                        f"a cell cannot hold {describe_kind(cell)}"
                     )
                 row.append(text)
             writer.writerow(row)

@@ -234,6 +234,7 @@ class MessageEditor:
 
 
 def describe_kind(value: Any) -> str:
+    """A short, value-free description for error messages ("a string", "an array")."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -242,9 +243,9 @@ def describe_kind(value: Any) -> str:
         return "a number"
     if isinstance(value, str):
         return "a string"
-    if isinstance(value, bytes | bytearray):
+    if isinstance(value, bytes | bytearray | memoryview):
         return "bytes"
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return "an array"
     if isinstance(value, dict):
         return "an object"

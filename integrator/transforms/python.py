@@ -25,7 +25,7 @@ import msgspec
 from integrator.components import Context, Middleware, Next
 from integrator.errors import DeliveryError, Reject
 from integrator.message import Message
-from integrator.transforms.codec import kind_of
+from integrator.transforms.paths import describe_kind
 
 
 class PythonOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -55,7 +55,7 @@ def resolve_function(reference: str) -> Callable[..., Any]:
         except AttributeError as err:
             raise ValueError(f"function: {reference!r}: no attribute {part!r}") from err
     if not callable(target):
-        raise ValueError(f"function: {reference!r} is {kind_of(target)}, not callable")
+        raise ValueError(f"function: {reference!r} is {describe_kind(target)}, not callable")
     return target
 
 
@@ -96,6 +96,6 @@ class PythonMiddleware(Middleware):
                 await call_next(item)
             return
         raise Reject(
-            f"python {self.name}: returned {kind_of(result)}; "
+            f"python {self.name}: returned {describe_kind(result)}; "
             f"expected a Message, a list of Messages or None"
         )

@@ -7,7 +7,8 @@ from urllib.parse import parse_qsl, urlencode
 
 import msgspec
 
-from integrator.transforms.codec import Codec, CodecError, kind_of, scalar_text
+from integrator.transforms.codec import Codec, CodecError, scalar_text
+from integrator.transforms.paths import describe_kind
 
 
 class JsonCodec(Codec):
@@ -64,7 +65,7 @@ class TextCodec(Codec):
 
     def encode(self, value: Any) -> bytes:
         if not isinstance(value, str):
-            raise CodecError(f"text needs a string, found {kind_of(value)}")
+            raise CodecError(f"text needs a string, found {describe_kind(value)}")
         return _utf8(value)
 
 
@@ -83,7 +84,7 @@ class BytesCodec(Codec):
             return bytes(value)
         if isinstance(value, str):
             return _utf8(value)
-        raise CodecError(f"bytes needs bytes or a string, found {kind_of(value)}")
+        raise CodecError(f"bytes needs bytes or a string, found {describe_kind(value)}")
 
 
 class FormOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -129,7 +130,7 @@ class FormCodec(Codec):
 
     def encode(self, value: Any) -> bytes:
         if not isinstance(value, dict):
-            raise CodecError(f"form data must be an object, found {kind_of(value)}")
+            raise CodecError(f"form data must be an object, found {describe_kind(value)}")
         pairs: list[tuple[str, str]] = []
         for key, item in value.items():
             for single in item if isinstance(item, list) else [item]:
@@ -137,7 +138,7 @@ class FormCodec(Codec):
                     continue
                 text = scalar_text(single)
                 if text is None:
-                    raise CodecError(f"form field {key!r} cannot hold {kind_of(single)}")
+                    raise CodecError(f"form field {key!r} cannot hold {describe_kind(single)}")
                 pairs.append((str(key), text))
         return _utf8(urlencode(pairs))
 

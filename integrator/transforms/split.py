@@ -9,8 +9,8 @@ import msgspec
 from integrator.components import Context, Middleware, Next
 from integrator.errors import Reject
 from integrator.message import Message
-from integrator.transforms.codec import kind_of
 from integrator.transforms.expressions import ExpressionError, compile_expression
+from integrator.transforms.paths import describe_kind
 
 
 class SplitOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -47,7 +47,7 @@ class SplitMiddleware(Middleware):
         except ExpressionError as err:
             raise Reject(f"split: {err}") from err
         if not isinstance(items, list):
-            raise Reject(f"split: {self.path.source} is {kind_of(items)}, not an array")
+            raise Reject(f"split: {self.path.source} is {describe_kind(items)}, not an array")
         count = len(items)
         for index, item in enumerate(items):
             attributes = {**message.attributes, "split_index": index, "split_count": count}

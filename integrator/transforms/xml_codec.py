@@ -32,7 +32,8 @@ import defusedxml
 import defusedxml.sax
 import msgspec
 
-from integrator.transforms.codec import Codec, CodecError, kind_of, scalar_text
+from integrator.transforms.codec import Codec, CodecError, scalar_text
+from integrator.transforms.paths import describe_kind
 from integrator.types import Size
 
 _NAME = re.compile(r"^[^\W\d][\w.\-]*(?::[^\W\d][\w.\-]*)?$")
@@ -180,7 +181,7 @@ def _checked_name(name: Any, what: str) -> str:
 def _checked_text(value: Any, where: str) -> str:
     text = scalar_text(value)
     if text is None:
-        raise CodecError(f"{where} cannot hold {kind_of(value)}")
+        raise CodecError(f"{where} cannot hold {describe_kind(value)}")
     bad = _INVALID_CHAR.search(text)
     if bad:
         raise CodecError(f"{where}: character U+{ord(bad[0]):04X} cannot appear in XML")
