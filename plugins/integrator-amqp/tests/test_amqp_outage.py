@@ -11,6 +11,7 @@ import integrator_amqp
 
 from integrator.engine.health import State
 from integrator.testing import eventually, read_jsonl
+from integrator.testing.scenarios import sink_survives_an_outage
 
 
 async def publish(channel, queue: str, body: str) -> None:
@@ -63,29 +64,14 @@ async def test_the_sink_retries_through_the_outage_and_delivers_every_message(
 ):
     queue = queue_name()
     declared = await amqp_channel.declare_queue(queue, durable=True)
-    async with (
-        amqp_proxy() as proxy,
-        run_route(
-            f"""
-            [routes.r]
-            source = {{ type = "timer", interval = "20ms", count = 30 }}
-            retry = {{ max_attempts = 1000, initial = "50ms", max = "200ms" }}
-
-            [[routes.r.sinks]]
+    async with amqp_proxy() as proxy:
+        sink = f"""
             type = "amqp"
             url = "amqp://guest:guest@{proxy.host_port}/"
             routing_key = "{queue}"
             timeout = "2s"
-            """,
-            integrator_amqp,
-        ) as daemon,
-    ):
-        stats = daemon.services.route_stats("r")
-        await daemon.wait_delivered("r", 5)
-        proxy.cut()
-        await daemon.wait_for(lambda: stats.sink("amqp").failed > 0, 10, "a failure")
-        proxy.restore()
-        await daemon.wait_delivered("r", 30, timeout=20)
+        """
+        await sink_survives_an_outage(run_route, proxy, sink, integrator_amqp)
 
     ids = set()
     while (message := await declared.get(fail=False, no_ack=True)) is not None:

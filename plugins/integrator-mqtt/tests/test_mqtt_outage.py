@@ -13,6 +13,7 @@ from paho.mqtt.properties import Properties
 
 from integrator.engine.health import State
 from integrator.testing import eventually, read_jsonl
+from integrator.testing.scenarios import sink_survives_an_outage
 
 
 async def publish(client, topic: str, n: int) -> None:
@@ -68,29 +69,14 @@ async def test_the_sink_retries_through_the_outage_and_delivers_every_message(
     name = topic()
     async with publisher() as subscriber:
         await subscriber.subscribe(name, qos=1)
-        async with (
-            mqtt_proxy() as proxy,
-            run_route(
-                f"""
-                [routes.r]
-                source = {{ type = "timer", interval = "20ms", count = 30 }}
-                retry = {{ max_attempts = 1000, initial = "50ms", max = "200ms" }}
-
-                [[routes.r.sinks]]
+        async with mqtt_proxy() as proxy:
+            sink = f"""
                 type = "mqtt"
                 url = "mqtt://{proxy.host_port}"
                 topic = "{name}"
                 timeout = "1s"
-                """,
-                integrator_mqtt,
-            ) as daemon,
-        ):
-            stats = daemon.services.route_stats("r")
-            await daemon.wait_delivered("r", 5)
-            proxy.cut()
-            await daemon.wait_for(lambda: stats.sink("mqtt").failed > 0, 10, "a failure")
-            proxy.restore()
-            await daemon.wait_delivered("r", 30, timeout=20)
+            """
+            await sink_survives_an_outage(run_route, proxy, sink, integrator_mqtt)
 
         ids = set()
         async for message in subscriber.messages:

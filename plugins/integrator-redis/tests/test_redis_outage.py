@@ -10,6 +10,7 @@ import integrator_redis
 
 from integrator.engine.health import State
 from integrator.testing import eventually, read_jsonl
+from integrator.testing.scenarios import sink_survives_an_outage
 
 
 async def test_the_source_reconnects_and_reads_what_was_written_during_the_outage(
@@ -61,29 +62,14 @@ async def test_the_sink_retries_through_the_outage_and_delivers_every_message(
     run_route, redis_client, redis_proxy, key
 ):
     stream = key()
-    async with (
-        redis_proxy() as proxy,
-        run_route(
-            f"""
-            [routes.r]
-            source = {{ type = "timer", interval = "20ms", count = 30 }}
-            retry = {{ max_attempts = 1000, initial = "50ms", max = "200ms" }}
-
-            [[routes.r.sinks]]
+    async with redis_proxy() as proxy:
+        sink = f"""
             type = "redis_stream"
             url = "redis://{proxy.host_port}/0"
             stream = "{stream}"
             timeout = "1s"
-            """,
-            integrator_redis,
-        ) as daemon,
-    ):
-        stats = daemon.services.route_stats("r")
-        await daemon.wait_delivered("r", 5)
-        proxy.cut()
-        await daemon.wait_for(lambda: stats.sink("redis_stream").failed > 0, 10, "a failure")
-        proxy.restore()
-        await daemon.wait_delivered("r", 30, timeout=20)
+        """
+        await sink_survives_an_outage(run_route, proxy, sink, integrator_redis)
 
     ids = {fields[b"message_id"] for _id, fields in await redis_client.xrange(stream)}
     assert len(ids) == 30  # every message arrived (a lost reply may add a duplicate entry)
