@@ -45,10 +45,9 @@ IDLE_POLL = 2.0  # seconds between store reads when idle (another process may re
 
 
 def describe(err: BaseException) -> str:
-    """A one-line reason for logs, the DLQ and `status`, naming the middleware if known."""
-    where = getattr(err, "integrator_where", "")
-    text = err.reason if isinstance(err, DeliveryError) else f"{type(err).__name__}: {err}"
-    return f"{where}: {text}" if where else text
+    """A one-line reason for logs, the DLQ and `status` (middleware name their own
+    reasons, e.g. "map: cannot set body.x")."""
+    return err.reason if isinstance(err, DeliveryError) else f"{type(err).__name__}: {err}"
 
 
 class RouteIntake:
