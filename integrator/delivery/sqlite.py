@@ -95,11 +95,15 @@ class SQLiteOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class _Batch:
-    __slots__ = ("committed", "done", "error", "led", "ops", "results")
+    __slots__ = ("committed", "done", "error", "first_inbox_seq", "inbox", "led", "ops", "results")
 
     def __init__(self) -> None:
         self.ops: list[Op] = []
         self.results: list[Any] = []
+        # Inbox rows of plain enqueues, inserted with one executemany before the ops;
+        # their seqs are consecutive from ``first_inbox_seq`` (one writer, one statement).
+        self.inbox: list[tuple[str, str, bytes, float]] = []
+        self.first_inbox_seq = 0
         self.error: BaseException | None = None
         self.done = False
         self.led = False  # a writer has taken charge of committing this batch
@@ -182,16 +186,21 @@ class SQLiteStore(Store):
     # -- group commit ----------------------------------------------------------------------
 
     async def _write(self, op: Op) -> Any:
-        """Queue ``op`` into the open batch and return once that batch is committed.
+        """Queue ``op`` into the open batch and return its result once committed."""
+        batch = self._batch
+        position = len(batch.ops)
+        batch.ops.append(op)
+        await self._committed(batch)
+        return batch.results[position]
+
+    async def _committed(self, batch: _Batch) -> None:
+        """Return once ``batch`` is committed (raising its error).
 
         The first writer of a batch leads it: it waits for the previous batch's commit
         (more writers join meanwhile), closes the batch and commits it on a worker
         thread. The others only wait for the batch's event, so a commit wakes its
         writers at once instead of handing a lock from one to the next.
         """
-        batch = self._batch
-        position = len(batch.ops)
-        batch.ops.append(op)
         if not batch.led:
             batch.led = True
             # Shielded: a cancelled leader must not leave its followers waiting forever,
@@ -207,7 +216,6 @@ class SQLiteStore(Store):
             await batch.committed.wait()
         if batch.error is not None:
             raise batch.error
-        return batch.results[position]
 
     def _commit(self, batch: _Batch) -> None:
         conn = self._writer
@@ -216,6 +224,10 @@ class SQLiteStore(Store):
                 raise StoreError(f"the store at {self.path} is closed")
             try:
                 conn.execute("BEGIN IMMEDIATE")
+                added = 0
+                if batch.inbox:
+                    batch.first_inbox_seq = _insert_many(conn, _INSERT_INBOX, batch.inbox)
+                    added = len(batch.inbox)
                 outcomes = [op(conn) for op in batch.ops]
                 conn.execute("COMMIT")
             except BaseException:
@@ -223,7 +235,7 @@ class SQLiteStore(Store):
                     conn.execute("ROLLBACK")
                 raise
             batch.results = [result for result, _ in outcomes]
-            self._pending += sum(delta for _, delta in outcomes)
+            self._pending += added + sum(delta for _, delta in outcomes)
         except sqlite3.Error as err:
             batch.error = _store_error(self.path, err, "write to")
         except BaseException as err:
@@ -248,31 +260,45 @@ class SQLiteStore(Store):
     async def enqueue(
         self, route: str, messages: Sequence[Message], *, dedupe_window: float | None = None
     ) -> list[bool]:
-        rows = [(m.id, encode(m)) for m in messages]
         now = time.time()
+        if dedupe_window is not None:
+            return await self._enqueue_once(route, messages, dedupe_window, now)
+        rows = [(route, m.id, encode(m), now) for m in messages]
+        batch = self._batch
+        start = len(batch.inbox)
+        batch.inbox.extend(rows)
+        await self._committed(batch)
+        first = batch.first_inbox_seq + start
+        self._recent_inbox.add(
+            [
+                (first + i, m, len(row[2]))
+                for i, (m, row) in enumerate(zip(messages, rows, strict=True))
+            ]
+        )  # only once committed
+        return [True] * len(rows)
 
+    async def _enqueue_once(
+        self, route: str, messages: Sequence[Message], dedupe_window: float, now: float
+    ) -> list[bool]:
+        """Enqueue each message unless its id was seen within ``dedupe_window``."""
+        rows = [(route, m.id, encode(m), now) for m in messages]
         seqs: list[tuple[int, Message, int]] = []
 
         def op(conn: sqlite3.Connection) -> tuple[list[bool], int]:
             accepted: list[bool] = []
-            for message, (msg_id, blob) in zip(messages, rows, strict=True):
-                if dedupe_window is not None:
-                    seen = conn.execute(
-                        "SELECT at FROM seen WHERE route = ? AND msg_id = ?", (route, msg_id)
-                    ).fetchone()
-                    if seen is not None and seen[0] >= now - dedupe_window:
-                        accepted.append(False)
-                        continue
-                    conn.execute(
-                        "INSERT OR REPLACE INTO seen VALUES (?, ?, ?)", (route, msg_id, now)
-                    )
-                inserted = conn.execute(
-                    "INSERT INTO inbox (route, msg_id, message, created_at) VALUES (?, ?, ?, ?)",
-                    (route, msg_id, blob, now),
-                )
-                seqs.append((inserted.lastrowid or 0, message, len(blob)))
+            for message, row in zip(messages, rows, strict=True):
+                msg_id = row[1]
+                seen = conn.execute(
+                    "SELECT at FROM seen WHERE route = ? AND msg_id = ?", (route, msg_id)
+                ).fetchone()
+                if seen is not None and seen[0] >= now - dedupe_window:
+                    accepted.append(False)
+                    continue
+                conn.execute("INSERT OR REPLACE INTO seen VALUES (?, ?, ?)", (route, msg_id, now))
+                inserted = conn.execute(_INSERT_INBOX, row)
+                seqs.append((inserted.lastrowid or 0, message, len(row[2])))
                 accepted.append(True)
-            if dedupe_window is not None and now - self._seen_sweep > 60:
+            if now - self._seen_sweep > 60:
                 self._seen_sweep = now
                 conn.execute(
                     "DELETE FROM seen WHERE route = ? AND at < ?", (route, now - dedupe_window)
@@ -320,45 +346,41 @@ class SQLiteStore(Store):
 
     async def route_done(self, done: Sequence[tuple[InboxItem, dict[str, list[Message]]]]) -> None:
         now = time.time()
-        work = [
-            (
-                item.seq,
-                [
-                    (item.route, sink, m.id, encode(m), now)
-                    for sink, messages in outputs.items()
-                    for m in messages
-                ],
-            )
-            for item, outputs in done
-        ]
-
-        messages = [
-            message for _, outputs in done for batch in outputs.values() for message in batch
-        ]
-        written: list[tuple[int, Message, int]] = []
+        seqs = [(item.seq,) for item, _ in done]
+        # One row per (output, sink). An output that *is* the inbox message (the chain
+        # passed it on unchanged) is copied from the inbox row, not encoded again.
+        rows: list[tuple[str, str, str, bytes | None, int, float]] = []
+        written: list[tuple[Message, int]] = []
+        for item, outputs in done:
+            for sink, messages in outputs.items():
+                for m in messages:
+                    if m is item.message:
+                        rows.append((item.route, sink, m.id, None, item.seq, now))
+                        written.append((m, self._recent_inbox.size(item.seq)))
+                    else:
+                        blob = encode(m)
+                        rows.append((item.route, sink, m.id, blob, item.seq, now))
+                        written.append((m, len(blob)))
+        first_seq = 0
 
         def op(conn: sqlite3.Connection) -> tuple[None, int]:
-            delta = 0
-            position = 0
-            for seq, rows in work:
-                deleted = conn.execute("DELETE FROM inbox WHERE seq = ?", (seq,)).rowcount
-                if not deleted:  # already done (a replay raced us): never duplicate
-                    position += len(rows)
-                    continue
-                for row in rows:
-                    inserted = conn.execute(
-                        "INSERT INTO deliveries (route, sink, msg_id, message, created_at)"
-                        " VALUES (?, ?, ?, ?, ?)",
-                        row,
-                    )
-                    written.append((inserted.lastrowid or 0, messages[position], len(row[3])))
-                    position += 1
-                delta += len(rows) - 1
-            return None, delta
+            nonlocal first_seq
+            present = _existing(conn, "inbox", [seq for (seq,) in seqs])
+            if len(present) == len(seqs):
+                todo = rows
+            else:  # some already done (a replay raced us): never duplicate their outputs
+                todo = [row for row in rows if row[4] in present]
+                written[:] = [w for w, row in zip(written, rows, strict=True) if row[4] in present]
+            if todo:
+                first_seq = _insert_many(conn, _INSERT_DELIVERY, todo)
+            conn.executemany("DELETE FROM inbox WHERE seq = ?", [(seq,) for seq in present])
+            return None, len(todo) - len(present)
 
         await self._write(op)
-        self._recent_inbox.forget(seq for seq, _ in work)
-        self._recent_deliveries.add(written)
+        self._recent_inbox.forget(seq for (seq,) in seqs)
+        self._recent_deliveries.add(
+            [(first_seq + i, m, size) for i, (m, size) in enumerate(written)]
+        )
 
     async def inbox_reschedule(self, item: InboxItem, next_at: float, error: str) -> None:
         first_at = item.first_attempt_at or time.time()
@@ -730,6 +752,11 @@ class _RecentMessages:
             self._messages[seq] = (message, size)
             self._bytes += size
 
+    def size(self, seq: int, default: int = 1024) -> int:
+        """The encoded size of a message held here (``default`` when it is not)."""
+        entry = self._messages.get(seq)
+        return default if entry is None else entry[1]
+
     def forget(self, seqs: Any) -> None:
         for seq in seqs:
             entry = self._messages.pop(seq, None)
@@ -753,6 +780,34 @@ class _RecentMessages:
             ):
                 found[seq] = decode(blob)
         return found
+
+
+_INSERT_INBOX = "INSERT INTO inbox (route, msg_id, message, created_at) VALUES (?, ?, ?, ?)"
+# A NULL blob copies the message from the inbox row (the chain passed it on unchanged).
+_INSERT_DELIVERY = (
+    "INSERT INTO deliveries (route, sink, msg_id, message, created_at)"
+    " SELECT ?1, ?2, ?3, coalesce(?4, (SELECT message FROM inbox WHERE seq = ?5)), ?6"
+)
+
+
+def _insert_many(conn: sqlite3.Connection, sql: str, rows: Sequence[tuple[Any, ...]]) -> int:
+    """Insert ``rows`` with one statement; the seq of the first (the rest follow it:
+    AUTOINCREMENT numbers one statement's rows consecutively under the write lock)."""
+    conn.executemany(sql, rows)
+    (last,) = conn.execute("SELECT last_insert_rowid()").fetchone()
+    return int(last) - len(rows) + 1
+
+
+def _existing(conn: sqlite3.Connection, table: str, seqs: list[int]) -> set[int]:
+    """Which of ``seqs`` still have a row in ``table``."""
+    found: set[int] = set()
+    for start in range(0, len(seqs), 500):
+        chunk = seqs[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        found.update(
+            seq for (seq,) in conn.execute(f"SELECT seq FROM {table} WHERE seq IN ({marks})", chunk)
+        )
+    return found
 
 
 def _dlq_filter(route: str | None, since: float | None) -> tuple[str, tuple[Any, ...]]:

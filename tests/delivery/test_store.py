@@ -76,6 +76,62 @@ async def test_route_done_twice_does_not_duplicate_deliveries(store: SQLiteStore
     assert len(await store.deliveries_after("r", "a", 0, 10)) == 1
 
 
+async def _reopened(store: SQLiteStore) -> SQLiteStore:
+    """A second store on the same file: it reads rows, not the first one's memory."""
+    other = SQLiteStore(None, store.path.parent)
+    await other.open()
+    return other
+
+
+async def test_concurrent_enqueues_learn_the_seqs_of_their_own_rows(store: SQLiteStore) -> None:
+    async with anyio.create_task_group() as tg:
+        for n in range(100):
+            tg.start_soon(store.enqueue, "r", [Message(body=n, id=f"m{n}")])
+    remembered = [(i.seq, i.message.id) for i in await store.inbox_after("r", 0, 200)]
+    other = await _reopened(store)
+    try:
+        stored = [(i.seq, i.message.id) for i in await other.inbox_after("r", 0, 200)]
+    finally:
+        await other.close()
+    assert len(stored) == 100
+    assert remembered == stored
+
+
+async def test_route_done_keeps_unchanged_and_changed_outputs_in_inbox_order(
+    store: SQLiteStore,
+) -> None:
+    await store.enqueue("r", [Message(body=n, id=f"m{n}") for n in range(4)])
+    items = await store.inbox_after("r", 0, 10)
+    # Odd messages pass unchanged (their stored blob is copied); even ones are changed.
+    done = [
+        (item, {"a": [item.message if n % 2 else item.message.evolve(body=n * 10)]})
+        for n, item in enumerate(items)
+    ]
+    await store.route_done(done)
+    other = await _reopened(store)
+    try:
+        stored = [
+            (d.message.id, d.message.body) for d in await other.deliveries_after("r", "a", 0, 10)
+        ]
+    finally:
+        await other.close()
+    assert stored == [("m0", 0), ("m1", 1), ("m2", 20), ("m3", 3)]
+
+
+async def test_route_done_skips_only_the_items_already_done(store: SQLiteStore) -> None:
+    await store.enqueue("r", [Message(body=n, id=f"m{n}") for n in range(3)])
+    items = await store.inbox_after("r", 0, 10)
+    await store.route_done([(items[1], {"a": [items[1].message]})])
+    await store.route_done([(item, {"a": [item.message]}) for item in items])
+    other = await _reopened(store)
+    try:
+        ids = [d.message.id for d in await other.deliveries_after("r", "a", 0, 10)]
+    finally:
+        await other.close()
+    assert sorted(ids) == ["m0", "m1", "m2"]
+    assert store.pending() == 3
+
+
 async def test_dedupe_window_refuses_a_repeated_id(store: SQLiteStore) -> None:
     assert await store.enqueue("r", [Message(id="x")], dedupe_window=60) == [True]
     assert await store.enqueue("r", [Message(id="x")], dedupe_window=60) == [False]
