@@ -26,6 +26,7 @@ from integrator.components import Context, Middleware, Sink, Source, build_chain
 from integrator.config import ComponentSpec, RouteConfig
 from integrator.delivery.retry import RetryPolicy
 from integrator.delivery.store import Delivery, InboxItem
+from integrator.engine.handoff import Handoff
 from integrator.engine.health import State
 from integrator.engine.services import Services
 from integrator.engine.supervisor import supervise
@@ -387,17 +388,18 @@ class SinkWorker:
                 for d in await store.delivery_retries(self.route.name, self.name)
             ]
             heapq.heapify(self._retries)
-            send, receive = anyio.create_memory_object_stream[Delivery](self.concurrency)
+            queue = Handoff[Delivery](self.concurrency)
             consume = self._batcher if self.spec.batch is not None else self._deliverer
             async with anyio.create_task_group() as outer:
                 outer.start_soon(self._ack_writer)
                 async with anyio.create_task_group() as tg:
                     for _ in range(self.concurrency):
-                        tg.start_soon(consume, receive.clone(), chain)
-                    receive.close()
+                        tg.start_soon(consume, queue, chain)
                     task_status.started()
-                    async with send:
-                        await self._feed(send)
+                    try:
+                        await self._feed(queue)
+                    finally:
+                        queue.close()
                 self._delivering = False
                 self._ack_wakeup.set()
         finally:
@@ -433,7 +435,7 @@ class SinkWorker:
         for delivery in deliveries:
             self.stats.latency.observe(now - delivery.message.created_at)
 
-    async def _feed(self, send: anyio.abc.ObjectSendStream[Delivery]) -> None:
+    async def _feed(self, queue: Handoff[Delivery]) -> None:
         store = self.route.services.store
         cursor = 0
         while not self.route.draining:
@@ -441,11 +443,11 @@ class SinkWorker:
             now = time.time()
             sent = 0
             while self._retries and self._retries[0][0] <= now:
-                await send.send(heapq.heappop(self._retries)[2])
+                await queue.put(heapq.heappop(self._retries)[2])
                 sent += 1
             fresh = await store.deliveries_after(self.route.name, self.name, cursor, BATCH)
             for delivery in fresh:
-                await send.send(delivery)
+                await queue.put(delivery)
             if fresh:
                 cursor = fresh[-1].seq
                 continue
@@ -454,36 +456,36 @@ class SinkWorker:
             wait = self._retries[0][0] - now if self._retries else IDLE_POLL
             await self.wakeup.wait(min(wait, IDLE_POLL))
 
-    async def _deliverer(
-        self, receive: anyio.abc.ObjectReceiveStream[Delivery], chain: Any
-    ) -> None:
-        async with receive:
-            async for delivery in receive:
-                await self._deliver(delivery, chain)
+    async def _deliverer(self, queue: Handoff[Delivery], chain: Any) -> None:
+        while True:
+            try:
+                delivery = await queue.get()
+            except anyio.EndOfStream:
+                return
+            await self._deliver(delivery, chain)
 
-    async def _batcher(self, receive: anyio.abc.ObjectReceiveStream[Delivery], chain: Any) -> None:
+    async def _batcher(self, queue: Handoff[Delivery], chain: Any) -> None:
         """Group deliveries (``batch`` on the sink) and deliver each group in one call."""
         batch = self.spec.batch
         assert batch is not None
-        async with receive:
-            while True:
-                try:
-                    first = await receive.receive()
-                except anyio.EndOfStream:
-                    return
-                group, size = [first], _body_size(first.message)
-                deadline = time.monotonic() + float(batch.max_wait)
-                while len(group) < batch.max_count and size < batch.max_bytes:
-                    with anyio.move_on_after(deadline - time.monotonic()):
-                        try:
-                            item = await receive.receive()
-                        except anyio.EndOfStream:
-                            break
-                        group.append(item)
-                        size += _body_size(item.message)
-                        continue
-                    break  # max_wait reached: send what we have
-                await self._deliver_batch(group, chain)
+        while True:
+            try:
+                first = await queue.get()
+            except anyio.EndOfStream:
+                return
+            group, size = [first], _body_size(first.message)
+            deadline = time.monotonic() + float(batch.max_wait)
+            while len(group) < batch.max_count and size < batch.max_bytes:
+                with anyio.move_on_after(deadline - time.monotonic()):
+                    try:
+                        item = await queue.get()
+                    except anyio.EndOfStream:
+                        break
+                    group.append(item)
+                    size += _body_size(item.message)
+                    continue
+                break  # max_wait reached: send what we have
+            await self._deliver_batch(group, chain)
 
     async def _deliver_batch(self, group: list[Delivery], chain: Any) -> None:
         """One message whose body is the array of bodies; its outcome is every member's."""
