@@ -5,14 +5,26 @@ The schema is given inline (a TOML table) or by ``schema_file`` (a ``.json`` or
 ``$schema`` keyword picks the draft; without one, Draft 2020-12 applies. ``$ref``
 works within the schema; remote references are never fetched. The schema is read
 and checked when the config is loaded, so a broken one fails ``integrator check``.
+
+Two validators, one verdict. jsonschema-rs (compiled, a few µs per body) decides
+whether a body passes; jsonschema (pure Python, ~100x slower) runs only on a body
+jsonschema-rs refused, to write the reason, as it always has. Where the two disagree
+(regex dialects: Python's ``$`` also matches before a final newline; formats such as
+``date-time`` that jsonschema checks only with optional libraries), the body is still
+rejected, with jsonschema-rs's own violations in the same ``path: message`` shape.
+jsonschema alone decides for a schema jsonschema-rs cannot compile (Draft 3, a
+``pattern`` only Python's ``re`` reads, a remote ``$ref``) and for a body holding a
+value that is not JSON data (a ``datetime``, ``bytes``, a ``set``).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
@@ -20,11 +32,13 @@ from integrator.components import Context, Middleware, Next
 from integrator.errors import Reject
 from integrator.message import Message
 
-if TYPE_CHECKING:  # jsonschema is imported when a route first uses `validate`: it is
-    import jsonschema.exceptions  # ~40 ms and several MB a daemon without it never needs
+if TYPE_CHECKING:  # jsonschema(-rs) is imported when a route first uses `validate`: it
+    import jsonschema.exceptions  # is ~40 ms and several MB a daemon without it never needs
     import jsonschema.protocols
+    import jsonschema_rs
 
 _MESSAGE_LIMIT = 200
+_PLAIN_NAME = re.compile("^[a-zA-Z][a-zA-Z0-9_]*$")
 
 
 class ValidateOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -95,20 +109,71 @@ def _validator_class(schema: dict[str, Any]) -> Any:
     return cls
 
 
+def build_fast_validator(
+    validator: jsonschema.protocols.Validator, check_formats: bool
+) -> jsonschema_rs.Validator:
+    """jsonschema-rs's validator for the same schema and draft as ``validator``.
+
+    ValueError when jsonschema-rs cannot compile it (then jsonschema alone is used).
+    """
+    import jsonschema
+    import jsonschema_rs
+
+    drafts: dict[Any, type[jsonschema_rs.Validator]] = {
+        jsonschema.Draft4Validator: jsonschema_rs.Draft4Validator,
+        jsonschema.Draft6Validator: jsonschema_rs.Draft6Validator,
+        jsonschema.Draft7Validator: jsonschema_rs.Draft7Validator,
+        jsonschema.Draft201909Validator: jsonschema_rs.Draft201909Validator,
+        jsonschema.Draft202012Validator: jsonschema_rs.Draft202012Validator,
+    }
+    fast = drafts.get(type(validator))
+    if fast is None:
+        raise ValueError(f"jsonschema-rs has no {type(validator).__name__}")
+    schema = cast(dict[str, Any], validator.schema)  # load_schema gives a dict
+    try:
+        return fast(schema, validate_formats=check_formats, retriever=_never_fetch)
+    except jsonschema_rs.ReferencingError as err:  # not a ValueError
+        raise ValueError(str(err)) from err
+
+
+def _never_fetch(uri: str) -> Any:
+    """jsonschema-rs's retriever: without it, jsonschema-rs would fetch http(s) ``$ref``."""
+    raise ValueError(f"remote reference {uri} is not fetched")
+
+
 def _short(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= _MESSAGE_LIMIT else text[: _MESSAGE_LIMIT - 3] + "..."
 
 
-def _order(error: jsonschema.exceptions.ValidationError) -> tuple[Any, ...]:
-    path = [(0, part, "") if isinstance(part, int) else (1, 0, str(part)) for part in error.path]
-    return (path, error.message)
+def _order(path: Iterable[str | int], message: str) -> tuple[Any, ...]:
+    parts = [(0, part, "") if isinstance(part, int) else (1, 0, str(part)) for part in path]
+    return (parts, message)
 
 
 def violations(validator: jsonschema.protocols.Validator, body: Any) -> list[str]:
     """Every violation of the schema by ``body``, as ``path: message``, in path order."""
-    errors = sorted(validator.iter_errors(body), key=_order)
+    errors = sorted(validator.iter_errors(body), key=lambda e: _order(e.path, e.message))
     return [f"{error.json_path}: {_short(error.message)}" for error in errors]
+
+
+def fast_violations(fast: jsonschema_rs.Validator, body: Any) -> list[str]:
+    """jsonschema-rs's violations, in the shape and order of :func:`violations`."""
+    errors = sorted(fast.iter_errors(body), key=lambda e: _order(e.instance_path, e.message))
+    return [f"{_json_path(error.instance_path)}: {_short(error.message)}" for error in errors]
+
+
+def _json_path(path: Iterable[str | int]) -> str:
+    """``$.items[0].sku``, as jsonschema's ``ValidationError.json_path`` writes it."""
+    text = "$"
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif _PLAIN_NAME.match(part):
+            text += "." + part
+        else:
+            text += "['" + part.replace("\\", "\\\\").replace("'", "\\'") + "']"
+    return text
 
 
 class ValidateMiddleware(Middleware):
@@ -127,6 +192,16 @@ class ValidateMiddleware(Middleware):
         from referencing.exceptions import Unresolvable
 
         self._unresolvable = Unresolvable
+        self.fast: jsonschema_rs.Validator | None = None
+        try:
+            self.fast = build_fast_validator(self.validator, options.check_formats)
+        except ValueError as err:
+            reason = _short(str(err).partition("\n")[0])
+            context.logger.info(
+                "validate: jsonschema-rs cannot compile the schema (%s); "
+                "checking with jsonschema alone, which is slower",
+                reason,
+            )
 
     async def __call__(self, message: Message, call_next: Next) -> None:
         body = message.body
@@ -135,12 +210,24 @@ class ValidateMiddleware(Middleware):
                 "validate: the body is bytes, not data; decode it first, "
                 'e.g. { type = "convert", from = "json" }'
             )
+        fast = self.fast
+        passed = False
+        if fast is not None:
+            try:
+                passed = fast.is_valid(body)
+            except ValueError:  # a value that is not JSON data (a datetime, a set)
+                fast = None  # jsonschema decides
+        if passed:
+            await call_next(message)
+            return
         try:
             found = violations(self.validator, body)
         except self._unresolvable as err:
             raise Reject(
                 f"validate: the schema has a reference that cannot be resolved: {err}"
             ) from err
+        if not found and fast is not None:  # the two disagree; jsonschema-rs decides
+            found = fast_violations(fast, body)
         if found:
             limit = self.options.max_errors
             shown = found[:limit]
