@@ -132,6 +132,9 @@ def test_every_acknowledged_webhook_survives_kill_9(tmp_path: Path, kill_after: 
         assert len(acked) >= kill_after
 
         proc = start(config, log)
+        # Ready before judging: the first run may have delivered everything already,
+        # and a SIGTERM during start-up would find no handler yet.
+        wait_listening(port, proc)
         out = tmp_path / "out.jsonl"
         deadline = time.monotonic() + 60
         while not acked <= set(delivered_ids(out)):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -123,10 +124,10 @@ class SQLiteStore(Store):
         self._batch = _Batch()
         self._pending = 0
         self._seen_sweep = 0.0
-        # Messages just written, by seq: the workers read them back moments later, and
-        # taking them from here saves decoding the blob (most of a read's cost).
-        self._recent_inbox = _RecentMessages()
-        self._recent_deliveries = _RecentMessages()
+        # What this process committed: the workers take it from memory (see _Committed).
+        self._recent_inbox = _Committed("inbox")
+        self._recent_deliveries = _Committed("deliveries")
+        self._data_version = 0
 
     # -- connection management -------------------------------------------------------------
 
@@ -156,6 +157,7 @@ class SQLiteStore(Store):
             self._writer.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('opened_at', ?)", (str(time.time()),)
             )
+            self._data_version = _data_version(self._writer)
             self._reader = self._connect()
             self._pending = self._count_pending(self._reader)
         except (sqlite3.Error, OSError) as err:
@@ -224,6 +226,10 @@ class SQLiteStore(Store):
                 raise StoreError(f"the store at {self.path} is closed")
             try:
                 conn.execute("BEGIN IMMEDIATE")
+                version = _data_version(conn)
+                if version != self._data_version:
+                    self._data_version = version
+                    self._others_wrote(conn)
                 added = 0
                 if batch.inbox:
                     batch.first_inbox_seq = _insert_many(conn, _INSERT_INBOX, batch.inbox)
@@ -242,6 +248,14 @@ class SQLiteStore(Store):
             batch.error = err
         finally:
             batch.done = True
+
+    def _others_wrote(self, conn: sqlite3.Connection) -> None:
+        """Another connection committed (another process: ``integrator dlq replay``,
+        ``purge``…): its rows are not in memory, so readers must query for them."""
+        for memory in (self._recent_inbox, self._recent_deliveries):
+            (last,) = conn.execute(f"SELECT coalesce(max(seq), 0) FROM {memory.table}").fetchone()
+            memory.move_horizon(last)
+        self._pending = self._count_pending(conn)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         def run() -> Any:
@@ -269,9 +283,10 @@ class SQLiteStore(Store):
         batch.inbox.extend(rows)
         await self._committed(batch)
         first = batch.first_inbox_seq + start
+        key = (route,)
         self._recent_inbox.add(
             [
-                (first + i, m, len(row[2]))
+                (key, first + i, m, len(row[2]))
                 for i, (m, row) in enumerate(zip(messages, rows, strict=True))
             ]
         )  # only once committed
@@ -282,7 +297,7 @@ class SQLiteStore(Store):
     ) -> list[bool]:
         """Enqueue each message unless its id was seen within ``dedupe_window``."""
         rows = [(route, m.id, encode(m), now) for m in messages]
-        seqs: list[tuple[int, Message, int]] = []
+        seqs: list[tuple[Key, int, Message, int]] = []
 
         def op(conn: sqlite3.Connection) -> tuple[list[bool], int]:
             accepted: list[bool] = []
@@ -296,7 +311,7 @@ class SQLiteStore(Store):
                     continue
                 conn.execute("INSERT OR REPLACE INTO seen VALUES (?, ?, ?)", (route, msg_id, now))
                 inserted = conn.execute(_INSERT_INBOX, row)
-                seqs.append((inserted.lastrowid or 0, message, len(row[2])))
+                seqs.append(((route,), inserted.lastrowid or 0, message, len(row[2])))
                 accepted.append(True)
             if now - self._seen_sweep > 60:
                 self._seen_sweep = now
@@ -315,22 +330,14 @@ class SQLiteStore(Store):
     # -- route stage -----------------------------------------------------------------------
 
     async def inbox_after(self, route: str, after: int, limit: int) -> list[InboxItem]:
-        recent = self._recent_inbox
-
-        def read(conn: sqlite3.Connection) -> list[InboxItem]:
-            seqs = [
-                seq
-                for (seq,) in conn.execute(
-                    "SELECT seq FROM inbox WHERE route = ? AND attempts = 0 AND seq > ?"
-                    " ORDER BY seq LIMIT ?",
-                    (route, after, limit),
-                )
-            ]
-            found = recent.get_many(seqs, conn, "inbox")
-            return [InboxItem(seq, route, found[seq]) for seq in seqs if seq in found]
-
-        result: list[InboxItem] = await self._read(read)
-        return result
+        memory, key = self._recent_inbox, (route,)
+        rows = memory.take_fresh(key, after, limit)
+        if rows is None:
+            where = "route = ? AND attempts = 0 AND seq > ?"
+            rows = await self._read(
+                lambda conn: memory.read(conn, key, where, (route, after), limit)
+            )
+        return [InboxItem(seq, route, message) for seq, message in rows]
 
     async def inbox_retries(self, route: str) -> list[InboxItem]:
         def read(conn: sqlite3.Connection) -> list[InboxItem]:
@@ -362,6 +369,7 @@ class SQLiteStore(Store):
                         rows.append((item.route, sink, m.id, blob, item.seq, now))
                         written.append((m, len(blob)))
         first_seq = 0
+        keys: list[Key] = [(row[0], row[1]) for row in rows]
 
         def op(conn: sqlite3.Connection) -> tuple[None, int]:
             nonlocal first_seq
@@ -371,6 +379,7 @@ class SQLiteStore(Store):
             else:  # some already done (a replay raced us): never duplicate their outputs
                 todo = [row for row in rows if row[4] in present]
                 written[:] = [w for w, row in zip(written, rows, strict=True) if row[4] in present]
+                keys[:] = [(row[0], row[1]) for row in todo]
             if todo:
                 first_seq = _insert_many(conn, _INSERT_DELIVERY, todo)
             conn.executemany("DELETE FROM inbox WHERE seq = ?", [(seq,) for seq in present])
@@ -379,7 +388,10 @@ class SQLiteStore(Store):
         await self._write(op)
         self._recent_inbox.forget(seq for (seq,) in seqs)
         self._recent_deliveries.add(
-            [(first_seq + i, m, size) for i, (m, size) in enumerate(written)]
+            [
+                (key, first_seq + i, m, size)
+                for i, (key, (m, size)) in enumerate(zip(keys, written, strict=True))
+            ]
         )
 
     async def inbox_reschedule(self, item: InboxItem, next_at: float, error: str) -> None:
@@ -403,22 +415,14 @@ class SQLiteStore(Store):
     async def deliveries_after(
         self, route: str, sink: str, after: int, limit: int
     ) -> list[Delivery]:
-        recent = self._recent_deliveries
-
-        def read(conn: sqlite3.Connection) -> list[Delivery]:
-            seqs = [
-                seq
-                for (seq,) in conn.execute(
-                    "SELECT seq FROM deliveries WHERE route = ? AND sink = ?"
-                    " AND attempts = 0 AND seq > ? ORDER BY seq LIMIT ?",
-                    (route, sink, after, limit),
-                )
-            ]
-            found = recent.get_many(seqs, conn, "deliveries")
-            return [Delivery(seq, route, sink, found[seq]) for seq in seqs if seq in found]
-
-        result: list[Delivery] = await self._read(read)
-        return result
+        memory, key = self._recent_deliveries, (route, sink)
+        rows = memory.take_fresh(key, after, limit)
+        if rows is None:
+            where = "route = ? AND sink = ? AND attempts = 0 AND seq > ?"
+            rows = await self._read(
+                lambda conn: memory.read(conn, key, where, (route, sink, after), limit)
+            )
+        return [Delivery(seq, route, sink, message) for seq, message in rows]
 
     async def delivery_retries(self, route: str, sink: str) -> list[Delivery]:
         def read(conn: sqlite3.Connection) -> list[Delivery]:
@@ -478,11 +482,12 @@ class SQLiteStore(Store):
         def op(conn: sqlite3.Connection) -> tuple[None, int]:
             # A new row, so the fallback's worker sees it after its read cursor.
             if conn.execute("DELETE FROM deliveries WHERE seq = ?", (delivery.seq,)).rowcount:
-                conn.execute(
+                inserted = conn.execute(
                     "INSERT INTO deliveries (route, sink, msg_id, message, first_error,"
                     " created_at) VALUES (?, ?, ?, ?, ?, ?)",
                     (delivery.route, sink, delivery.message.id, blob, first_error, now),
                 )
+                self._recent_deliveries.move_horizon(inserted.lastrowid or 0)
             return None, 0
 
         await self._write(op)
@@ -598,17 +603,15 @@ class SQLiteStore(Store):
                     continue
                 route, sink, msg_id, blob = row
                 if sink:
-                    conn.execute(
+                    inserted = conn.execute(
                         "INSERT INTO deliveries (route, sink, msg_id, message, created_at)"
                         " VALUES (?, ?, ?, ?, ?)",
                         (route, sink, msg_id, blob, now),
                     )
+                    self._recent_deliveries.move_horizon(inserted.lastrowid or 0)
                 else:
-                    conn.execute(
-                        "INSERT INTO inbox (route, msg_id, message, created_at)"
-                        " VALUES (?, ?, ?, ?)",
-                        (route, msg_id, blob, now),
-                    )
+                    inserted = conn.execute(_INSERT_INBOX, (route, msg_id, blob, now))
+                    self._recent_inbox.move_horizon(inserted.lastrowid or 0)
                 conn.execute("DELETE FROM dlq WHERE id = ?", (entry_id,))
                 moved += 1
             return moved, moved
@@ -730,27 +733,55 @@ class SQLiteStore(Store):
         return result
 
 
-class _RecentMessages:
-    """Committed messages by seq, until their row is gone; bounded by bytes.
+Key = tuple[str, ...]
+"""Whose rows: ``(route,)`` in the inbox, ``(route, sink)`` in deliveries."""
 
-    Reads run on a worker thread while the loop adds and forgets: single dict
-    operations are atomic under the GIL, and a seq missing here is simply read from
-    the table. Workers read what was just committed within a batch or two, so a few
-    megabytes cover the hot path; a backlog beyond that is read from the table.
+
+class _Committed:
+    """Messages this process committed to one table, by seq, until their row is gone.
+
+    Two savings. A reader takes a message from here instead of decoding its row (most
+    of a read's cost). And a reader that has caught up with the table takes the rows
+    committed since from here, without a query and a thread hop. That is sound only
+    while every newer row of the table is here, so whatever adds rows another way
+    (another process, such as ``integrator dlq replay``; a DLQ replay or a reroute in
+    this one; a message over the memory budget) moves the *horizon*, and readers query
+    the table until a query has seen past it. Readers also query at least every
+    ``RECHECK`` seconds, which is how rows another process adds to an idle daemon are
+    found.
+
+    Readers run on a worker thread while the loop adds and forgets: single dict and
+    deque operations are atomic under the GIL.
     """
 
-    BUDGET = 8 * 1024 * 1024  # bytes of encoded messages, per table
+    BUDGET = 8 * 1024 * 1024  # bytes of encoded messages
+    RECHECK = 1.0  # seconds a caught-up reader may go without querying the table
 
-    def __init__(self) -> None:
+    def __init__(self, table: str) -> None:
+        self.table = table
+        self.horizon = 0  # rows at or below this seq may be missing here
         self._messages: dict[int, tuple[Message, int]] = {}
         self._bytes = 0
+        self._fresh: dict[Key, deque[int]] = {}
+        # key -> (the table's last seq when its reader caught up, the reader's cursor
+        # after that query, when)
+        self._synced: dict[Key, tuple[int, int, float]] = {}
 
-    def add(self, items: Sequence[tuple[int, Message, int]]) -> None:
-        for seq, message, size in items:
+    def add(self, items: Sequence[tuple[Key, int, Message, int]]) -> None:
+        """Committed rows (key, seq, message, encoded size), in seq order."""
+        for key, seq, message, size in items:
             if self._bytes + size > self.BUDGET:
-                return
+                self.move_horizon(seq)  # its reader must query the table for it
+                continue
             self._messages[seq] = (message, size)
             self._bytes += size
+            fresh = self._fresh.get(key)
+            if fresh is None:
+                fresh = self._fresh[key] = deque()
+            fresh.append(seq)
+
+    def move_horizon(self, seq: int) -> None:
+        self.horizon = max(self.horizon, seq)
 
     def size(self, seq: int, default: int = 1024) -> int:
         """The encoded size of a message held here (``default`` when it is not)."""
@@ -758,12 +789,55 @@ class _RecentMessages:
         return default if entry is None else entry[1]
 
     def forget(self, seqs: Any) -> None:
+        """Rows deleted from the table."""
         for seq in seqs:
             entry = self._messages.pop(seq, None)
             if entry is not None:
                 self._bytes -= entry[1]
 
-    def get_many(self, seqs: list[int], conn: sqlite3.Connection, table: str) -> dict[int, Message]:
+    def take_fresh(self, key: Key, after: int, limit: int) -> list[tuple[int, Message]] | None:
+        """``key``'s rows after ``after`` from memory; None when the table must be read."""
+        synced = self._synced.get(key)
+        if synced is None:
+            return None
+        last_seq, cursor, at = synced
+        if last_seq < self.horizon or after < cursor or time.monotonic() - at > self.RECHECK:
+            return None
+        fresh = self._fresh.get(key)
+        if not fresh:
+            return []
+        messages = self._messages
+        while fresh and (fresh[0] <= after or fresh[0] not in messages):
+            fresh.popleft()  # handed out already, or its row is gone
+        found: list[tuple[int, Message]] = []
+        for seq in fresh:
+            entry = messages.get(seq)
+            if entry is not None:
+                found.append((seq, entry[0]))
+                if len(found) == limit:
+                    break
+        return found
+
+    def read(
+        self, conn: sqlite3.Connection, key: Key, where: str, args: tuple[Any, ...], limit: int
+    ) -> list[tuple[int, Message]]:
+        """Query ``key``'s rows (``where``, ordered by seq): messages held here are not
+        decoded again. A query that returns fewer than ``limit`` rows has caught up."""
+        (last_seq,) = conn.execute(f"SELECT coalesce(max(seq), 0) FROM {self.table}").fetchone()
+        seqs = [
+            seq
+            for (seq,) in conn.execute(
+                f"SELECT seq FROM {self.table} WHERE {where} ORDER BY seq LIMIT ?", (*args, limit)
+            )
+        ]
+        found = self._get_many(seqs, conn)
+        if len(seqs) < limit:
+            # Every row of key up to last_seq is in this answer (last_seq was read
+            # first); anything committed later by this process is in _fresh.
+            self._synced[key] = (last_seq, seqs[-1] if seqs else args[-1], time.monotonic())
+        return [(seq, found[seq]) for seq in seqs if seq in found]
+
+    def _get_many(self, seqs: list[int], conn: sqlite3.Connection) -> dict[int, Message]:
         found: dict[int, Message] = {}
         missing: list[int] = []
         for seq in seqs:
@@ -776,7 +850,7 @@ class _RecentMessages:
             chunk = missing[start : start + 500]
             marks = ",".join("?" * len(chunk))
             for seq, blob in conn.execute(
-                f"SELECT seq, message FROM {table} WHERE seq IN ({marks})", chunk
+                f"SELECT seq, message FROM {self.table} WHERE seq IN ({marks})", chunk
             ):
                 found[seq] = decode(blob)
         return found
@@ -796,6 +870,12 @@ def _insert_many(conn: sqlite3.Connection, sql: str, rows: Sequence[tuple[Any, .
     conn.executemany(sql, rows)
     (last,) = conn.execute("SELECT last_insert_rowid()").fetchone()
     return int(last) - len(rows) + 1
+
+
+def _data_version(conn: sqlite3.Connection) -> int:
+    """Changes whenever another connection commits to the database."""
+    (version,) = conn.execute("PRAGMA data_version").fetchone()
+    return int(version)
 
 
 def _existing(conn: sqlite3.Connection, table: str, seqs: list[int]) -> set[int]:

@@ -132,6 +132,87 @@ async def test_route_done_skips_only_the_items_already_done(store: SQLiteStore) 
     assert store.pending() == 3
 
 
+def _insert_from_another_process(store: SQLiteStore, route: str, msg_id: str) -> None:
+    """What `integrator dlq replay` in another process does: a row this store never wrote."""
+    from integrator.message import encode
+
+    with sqlite3.connect(store.path) as conn:
+        conn.execute(
+            "INSERT INTO inbox (route, msg_id, message, created_at) VALUES (?, ?, ?, 0)",
+            (route, msg_id, encode(Message(body=msg_id, id=msg_id))),
+        )
+
+
+async def _drain_ids(store: SQLiteStore, route: str, cursor: int) -> tuple[list[str], int]:
+    items = await store.inbox_after(route, cursor, 100)
+    return [i.message.id for i in items], (items[-1].seq if items else cursor)
+
+
+async def test_a_caught_up_reader_still_gets_rows_another_process_committed_first(
+    store: SQLiteStore,
+) -> None:
+    await store.enqueue("r", [Message(id="a")])
+    ids, cursor = await _drain_ids(store, "r", 0)
+    assert ids == ["a"]
+    _insert_from_another_process(store, "r", "theirs")
+    await store.enqueue("r", [Message(id="b")])  # newer than theirs, and in memory
+    ids, cursor = await _drain_ids(store, "r", cursor)
+    assert ids == ["theirs", "b"]
+
+
+async def test_rows_another_process_adds_to_an_idle_store_are_found(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store._recent_inbox, "RECHECK", 0.05)
+    await store.enqueue("r", [Message(id="a")])
+    ids, cursor = await _drain_ids(store, "r", 0)
+    _insert_from_another_process(store, "r", "theirs")
+    await anyio.sleep(0.1)
+    ids, cursor = await _drain_ids(store, "r", cursor)
+    assert ids == ["theirs"]
+
+
+async def test_a_reader_starting_over_reads_every_row_again(store: SQLiteStore) -> None:
+    await store.enqueue("r", [Message(id="a"), Message(id="b")])
+    _, cursor = await _drain_ids(store, "r", 0)
+    await store.enqueue("r", [Message(id="c")])
+    await _drain_ids(store, "r", cursor)
+    ids, _ = await _drain_ids(store, "r", 0)  # e.g. a restarted chain worker
+    assert ids == ["a", "b", "c"]
+
+
+async def test_messages_over_the_memory_budget_are_read_from_the_table(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store._recent_inbox, "BUDGET", 300)
+    await store.enqueue("r", [Message(id="a")])
+    _, cursor = await _drain_ids(store, "r", 0)
+    await store.enqueue("r", [Message(id=f"m{n}", body="x" * 100) for n in range(5)])
+    ids, _ = await _drain_ids(store, "r", cursor)
+    assert ids == [f"m{n}" for n in range(5)]
+
+
+async def test_a_replayed_dead_letter_reaches_a_caught_up_reader(store: SQLiteStore) -> None:
+    await store.enqueue("r", [Message(id="a"), Message(id="b")])
+    items = await store.inbox_after("r", 0, 10)
+    cursor = items[-1].seq
+    entry = await store.dead_letter(items[0], "bad")
+    await store.inbox_after("r", cursor, 10)  # caught up
+    await store.dlq_replay([entry.id])
+    ids, _ = await _drain_ids(store, "r", cursor)
+    assert ids == ["a"]
+
+
+async def test_a_rerouted_delivery_reaches_the_caught_up_fallback(store: SQLiteStore) -> None:
+    await store.enqueue("r", [Message(id="a")])
+    (item,) = await store.inbox_after("r", 0, 10)
+    await store.route_done([(item, {"main": [item.message]})])
+    assert await store.deliveries_after("r", "backup", 0, 10) == []  # caught up, empty
+    (delivery,) = await store.deliveries_after("r", "main", 0, 10)
+    await store.reroute(delivery, "backup", "main is down")
+    assert [d.message.id for d in await store.deliveries_after("r", "backup", 0, 10)] == ["a"]
+
+
 async def test_dedupe_window_refuses_a_repeated_id(store: SQLiteStore) -> None:
     assert await store.enqueue("r", [Message(id="x")], dedupe_window=60) == [True]
     assert await store.enqueue("r", [Message(id="x")], dedupe_window=60) == [False]
