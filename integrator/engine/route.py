@@ -278,8 +278,10 @@ class RouteRuntime:
             done.append((item, self._by_sink(outputs)))
         if done:
             await self.services.store.route_done(done)
+            fed = {name for _, outputs in done for name in outputs}
             for worker in self.sinks:
-                worker.wakeup.set()
+                if worker.name in fed:
+                    worker.wakeup.set()
         return retry
 
     def _by_sink(self, outputs: list[Message]) -> dict[str, list[Message]]:
