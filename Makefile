@@ -17,11 +17,13 @@ $(RUN_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-# Everything the tests use: test tools, every plugin under plugins/, and the system
-# packages some tests drive (systemd-analyze, Chromium; installed when root).
+# Everything the tests use: test tools, the `fast` extra (uvloop, the event loop of the
+# recommended install, so daemon-process tests run what production runs), every plugin
+# under plugins/, and the system packages some tests drive (systemd-analyze, Chromium,
+# wrk; installed when root).
 $(TEST_STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml) | $(BIN)/python
 	bash .ci/system-deps
-	$(BIN)/python -m pip install --quiet -e '.[test]' $(foreach p,$(PLUGINS),-e './$(p)[test]')
+	$(BIN)/python -m pip install --quiet -e '.[test,fast]' $(foreach p,$(PLUGINS),-e './$(p)[test]')
 	touch $@ $(RUN_STAMP)
 
 .PHONY: run test lint bench clean

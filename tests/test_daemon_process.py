@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -99,6 +100,13 @@ def test_sigterm_drains_and_exits_zero(tmp_path: Path, daemon_factory) -> None:
     assert "received SIGTERM" in log
     assert "stopped" in log
     assert "Traceback" not in log
+
+
+def test_the_log_names_the_event_loop_uvloop_when_installed(tmp_path: Path, daemon_factory) -> None:
+    daemon = daemon_factory(config(tmp_path))
+    daemon.wait_for_log("ready:")
+    expected = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    assert f"event loop: {expected}" in daemon.log()
 
 
 def test_sigint_stops_cleanly_too(tmp_path: Path, daemon_factory) -> None:

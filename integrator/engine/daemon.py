@@ -328,9 +328,10 @@ def run_daemon(config: Config, pm: pluggy.PluginManager, registry: Registry) -> 
     daemon = Daemon(config, pm, registry)
     backend_options: dict[str, Any] = {}
     try:
-        import uvloop  # noqa: F401  (the optional integrator[fast] extra)
-
-        backend_options["use_uvloop"] = True
+        import uvloop  # the optional integrator[fast] extra
     except ImportError:
-        pass
+        log.info("event loop: asyncio (install integrator[fast] for uvloop)")
+    else:
+        backend_options["use_uvloop"] = True
+        log.info("event loop: uvloop %s", uvloop.__version__)
     anyio.run(daemon.run, backend="asyncio", backend_options=backend_options)
