@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from integrator.components import Middleware, Next
+from integrator.components import Context, Middleware, Next
 from integrator.hookspecs import hookimpl
 from integrator.message import Message
 
@@ -35,17 +35,22 @@ class LogMiddleware(Middleware):
     description = "log each message passing by, then hand it on"
     options: LogOptions
 
+    def __init__(self, options: LogOptions, context: Context) -> None:
+        super().__init__(options, context)
+        self.level = logging.getLevelNamesMapping()[options.level.upper()]
+
     async def __call__(self, message: Message, call_next: Next) -> None:
         logger = self.context.logger
-        level = logging.getLevelNamesMapping()[self.options.level.upper()]
-        if logger.isEnabledFor(level):
+        if logger.isEnabledFor(self.level):
             text = f"message {message.id}"
             if self.options.body:
                 body = msgspec.json.encode(
                     message.body if not isinstance(message.body, bytes) else repr(message.body)
                 ).decode()
                 text += f" body={body[: self.options.max_body]}"
-            logger.log(level, text, extra={"route": self.context.route, "message_id": message.id})
+            logger.log(
+                self.level, text, extra={"route": self.context.route, "message_id": message.id}
+            )
         await call_next(message)
 
 

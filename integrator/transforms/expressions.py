@@ -69,23 +69,27 @@ _OPTIONS = jmespath.Options(custom_functions=_FUNCTIONS)
 class Expression:
     """A compiled JMESPath expression; build it with :func:`compile_expression`."""
 
-    __slots__ = ("_fast", "_parsed", "source")
+    __slots__ = ("_fast", "_on_message", "_parsed", "source")
 
     def __init__(self, source: str, parsed: Any) -> None:
         self.source = source
         self._parsed = parsed
         self._fast = compile_fast(parsed.parsed, _FUNCTIONS)
+        self._on_message = compile_fast(parsed.parsed, _FUNCTIONS, on_message=True)
 
     def __repr__(self) -> str:
         return f"Expression({self.source!r})"
 
     def evaluate(self, data: Message | Mapping[str, Any]) -> Any:
         """The value of the expression for a message (or an already built view of one)."""
-        view = data.to_dict() if isinstance(data, Message) else data
         try:
-            if self._fast is not None:
-                return self._fast(view)
-            return self._parsed.search(view, options=_OPTIONS)
+            if isinstance(data, Message):
+                if self._on_message is not None:
+                    return self._on_message(data)
+                data = data.to_dict()
+            elif self._fast is not None:
+                return self._fast(data)
+            return self._parsed.search(data, options=_OPTIONS)
         except (jmespath.exceptions.JMESPathError, TypeError, ValueError) as err:
             raise ExpressionError(self.source, _one_line(str(err))) from err
 
@@ -94,11 +98,16 @@ class Expression:
         return is_truthy(self.evaluate(data))
 
 
+_SIZED = (str, bytes, list, tuple, dict)
+
+
 def is_truthy(value: Any) -> bool:
     """JMESPath truthiness: false, null and empty strings, arrays and objects are false."""
+    if value is True:
+        return True
     if value is None or value is False:
         return False
-    if isinstance(value, str | bytes | list | tuple | dict):
+    if isinstance(value, _SIZED):
         return len(value) > 0
     return True
 

@@ -80,3 +80,15 @@ def test_a_type_error_at_evaluation_is_an_expression_error() -> None:
 )  # fmt: skip
 def test_truthiness_follows_jmespath(value: object, truthy: bool) -> None:
     assert is_truthy(value) is truthy
+
+
+def test_evaluating_a_message_reads_its_fields_without_building_its_view(monkeypatch) -> None:
+    def no_view(self: Message) -> dict[str, object]:
+        raise AssertionError("to_dict() was called")
+
+    monkeypatch.setattr(Message, "to_dict", no_view)
+    assert compile_expression("headers.\"x-github-event\" == 'push'").evaluate(PUSH) is True
+
+
+def test_an_expression_outside_the_fast_path_sees_the_message_view() -> None:
+    assert compile_expression("body.commits[?@ > `1`]").evaluate(PUSH) == [2, 3]

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from integrator.errors import Reject
 from integrator.message import Message
-from integrator.transforms.map import MapMiddleware
+from integrator.transforms.map import MapMiddleware, MapOptions, MapPlan
 
 PUSH = Message(
     body={
@@ -67,6 +71,59 @@ async def test_the_incoming_message_is_never_changed(build, run) -> None:
         coerce={"body.repository.id": "str"},
     )
     assert PUSH.to_dict() == before
+
+
+async def test_writing_top_level_body_fields_never_changes_the_incoming_message(build, run) -> None:
+    before = copy.deepcopy(PUSH.to_dict())
+    await mapped(build, run, set={"body.repo": "body.repository.full_name", "body.commits": "id"})
+    assert PUSH.to_dict() == before
+
+
+async def test_writing_top_level_body_fields_keeps_the_envelope(build, run) -> None:
+    out = await mapped(build, run, set={"body.repo": "body.repository.full_name"})
+    assert (out.id, out.trace_id, out.created_at) == (PUSH.id, PUSH.trace_id, PUSH.created_at)
+    assert (out.headers, out.attributes) == (PUSH.headers, PUSH.attributes)
+
+
+async def test_replace_body_turns_a_text_body_into_an_object(build, run) -> None:
+    out = await mapped(
+        build, run, message=Message(body="plain"), replace_body=True, set={"body.x": "body"}
+    )
+    assert out.body == {"x": "plain"}
+
+
+KEYS = st.sampled_from(["a", "b", "c"])
+SOURCES = st.sampled_from(["body.a", "body.b.c", "id", "`1`", "headers.h", "body"])
+COPIES = st.sampled_from(["body.a", "body.b.c", "headers.h", "body.z"])
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(
+    body=st.one_of(
+        st.none(),
+        st.text(max_size=2),
+        st.lists(st.integers(), max_size=2),
+        st.dictionaries(KEYS, st.one_of(st.integers(), st.dictionaries(KEYS, st.integers()))),
+    ),
+    sets=st.dictionaries(KEYS.map("body.{}".format), SOURCES, max_size=3),
+    copies=st.dictionaries(st.sampled_from(["body.x", "body.y"]), COPIES, max_size=2),
+    replace_body=st.booleans(),
+)
+def test_writing_top_level_body_fields_matches_the_general_editor(
+    body: Any, sets: dict[str, str], copies: dict[str, str], replace_body: bool
+) -> None:
+    plan = MapPlan.compile(MapOptions(set=sets, copy=copies, replace_body=replace_body))
+    assert plan.body_keys is not None
+    general = dataclasses.replace(plan, body_keys=None)
+    message = Message(body=body, headers={"h": "v"})
+    assert _outcome(plan, message) == _outcome(general, message)
+
+
+def _outcome(plan: MapPlan, message: Message) -> Any:
+    try:
+        return plan.apply(message)
+    except ValueError as err:
+        return type(err), str(err)
 
 
 async def test_an_expression_that_finds_nothing_writes_null(build, run) -> None:
