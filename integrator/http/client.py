@@ -16,6 +16,7 @@ and the request is sent again once.
 
 from __future__ import annotations
 
+import functools
 import logging
 import ssl
 import time
@@ -263,7 +264,6 @@ class HttpClient:
         timeout: float | None,
         max_body: int,
     ) -> HttpResponse:
-        where = f"{method} {public_url(url)}"
         total = float(self.config.timeout) if timeout is None else float(timeout)
         started = time.monotonic()
         try:
@@ -273,25 +273,30 @@ class HttpClient:
                 params=params or None,
                 headers=headers,
                 data=data,
-                timeout=aiohttp.ClientTimeout(total=total),
+                timeout=_timeout(total),
                 allow_redirects=False,
             ) as response:
-                body = await _read_body(response, max_body, where)
-                links = {str(rel): str(link["url"]) for rel, link in response.links.items()}
+                body = await _read_body(response, max_body, method, url)
+                links = (
+                    {str(rel): str(link["url"]) for rel, link in response.links.items()}
+                    if "Link" in response.headers
+                    else {}
+                )
                 result = HttpResponse(response.status, response.headers, body, response.url, links)
         except TimeoutError as err:
-            raise RequestError(f"{where}: no answer within {total:g}s") from err
+            raise RequestError(f"{_where(method, url)}: no answer within {total:g}s") from err
         except aiohttp.ClientSSLError as err:
-            raise RequestError(f"{where}: TLS failed: {_reason(err)}") from err
+            raise RequestError(f"{_where(method, url)}: TLS failed: {_reason(err)}") from err
         except aiohttp.ClientError as err:
-            raise RequestError(f"{where}: {_reason(err)}") from err
-        log.debug(
-            "%s: %s -> %d in %.0fms",
-            self.label,
-            where,
-            result.status,
-            (time.monotonic() - started) * 1000,
-        )
+            raise RequestError(f"{_where(method, url)}: {_reason(err)}") from err
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s: %s -> %d in %.0fms",
+                self.label,
+                _where(method, url),
+                result.status,
+                (time.monotonic() - started) * 1000,
+            )
         return result
 
     async def close(self) -> None:
@@ -301,15 +306,32 @@ class HttpClient:
             await self.auth.close()
 
 
-async def _read_body(response: aiohttp.ClientResponse, limit: int, where: str) -> bytes:
+async def _read_body(
+    response: aiohttp.ClientResponse, limit: int, method: str, url: yarl.URL
+) -> bytes:
+    length = response.content_length
+    if length is not None and length <= limit:
+        return await response.read()  # aiohttp stops at Content-Length
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.content.iter_chunked(64 * 1024):
         size += len(chunk)
         if size > limit:
-            raise RequestError(f"{where}: response body over {limit} bytes", retriable=False)
+            raise RequestError(
+                f"{_where(method, url)}: response body over {limit} bytes", retriable=False
+            )
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _where(method: str, url: yarl.URL) -> str:
+    """A request named for errors and logs (built only when one is written)."""
+    return f"{method} {public_url(url)}"
+
+
+@functools.lru_cache(maxsize=64)
+def _timeout(total: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=total)
 
 
 def _reason(err: BaseException) -> str:

@@ -158,6 +158,33 @@ async def test_no_answer_within_the_timeout_is_a_retriable_request_error(
     assert caught.value.retriable
 
 
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_a_response_body_over_the_limit_is_a_permanent_request_error(
+    client_for: Any, chunked: bool
+) -> None:
+    async def big(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        if chunked:
+            response.enable_chunked_encoding()
+        else:
+            response.content_length = 3000
+        await response.prepare(request)
+        for _ in range(3):
+            await response.write(b"x" * 1000)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/big", big)
+    async with serve(app) as url:
+        client = client_for(connection(url=url))
+        with pytest.raises(RequestError, match="response body over 2000 bytes") as caught:
+            await client.request("GET", client.resolve(path="/big"), max_body=2000)
+        assert not caught.value.retriable
+        response = await client.request("GET", client.resolve(path="/big"), max_body=3000)
+        assert response.body == b"x" * 3000
+
+
 async def test_a_refused_connection_is_a_retriable_request_error(client_for: Any) -> None:
     client = client_for(connection(url="http://127.0.0.1:1"))
     with pytest.raises(RequestError, match=r"GET http://127\.0\.0\.1:1") as caught:
