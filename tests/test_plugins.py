@@ -37,6 +37,20 @@ def test_no_plugin_is_discovered_at_import_time() -> None:
     assert out.stdout.strip() == "False"
 
 
+def test_loading_every_installed_plugin_imports_no_library_a_component_may_not_need() -> None:
+    # Idle memory and start-up time: each of these is imported when a route first uses it.
+    heavy = [
+        "jsonschema", "jsonschema_rs", "croniter", "dateutil", "defusedxml", "pyexpat",
+        "redis", "aio_pika", "asyncpg", "nats", "aiomqtt",
+    ]  # fmt: skip
+    code = (
+        "import sys; from integrator.plugins import load_plugins; load_plugins(); "
+        f"print([m for m in {heavy!r} if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_a_duplicate_component_names_both_plugins() -> None:
     class First:
         @hookimpl

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import random
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-from croniter import croniter
 
 
 def check_schedule(interval: float | None, cron: str | None, jitter: float, timezone: str) -> None:
@@ -24,7 +23,7 @@ def check_schedule(interval: float | None, cron: str | None, jitter: float, time
         raise ValueError("'interval' must be more than 0s")
     if jitter < 0:
         raise ValueError("'jitter' cannot be negative")
-    if cron is not None and not croniter.is_valid(cron):
+    if cron is not None and not _croniter().is_valid(cron):
         raise ValueError(f"'cron' is not a valid cron expression: {cron!r}")
     try:
         ZoneInfo(timezone)
@@ -72,5 +71,13 @@ class Schedule:
     def _until_next_fire(self, now: float) -> float:
         assert self.cron is not None
         start = datetime.fromtimestamp(now, self.zone)
-        fire: float = croniter(self.cron, start).get_next(float)
+        fire: float = _croniter()(self.cron, start).get_next(float)
         return max(0.0, fire - now) + self._jitter()
+
+
+def _croniter() -> Any:
+    """croniter, imported when a cron schedule is first used (it brings dateutil:
+    ~1.3 MB a daemon without one does not need)."""
+    from croniter import croniter
+
+    return croniter

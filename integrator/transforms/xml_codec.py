@@ -26,15 +26,16 @@ from __future__ import annotations
 import re
 import xml.sax
 import xml.sax.handler
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import defusedxml
-import defusedxml.sax
 import msgspec
 
 from integrator.transforms.codec import Codec, CodecError, scalar_text
 from integrator.transforms.paths import describe_kind
 from integrator.types import Size
+
+if TYPE_CHECKING:  # imported on first decode: a daemon that never reads XML never loads it
+    import defusedxml
 
 _NAME = re.compile(r"^[^\W\d][\w.\-]*(?::[^\W\d][\w.\-]*)?$")
 _INVALID_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -84,6 +85,9 @@ class XmlCodec(Codec):
                 f"invalid XML: the document has {len(data)} bytes, "
                 f"more than max_size ({self.options.max_size})"
             )
+        import defusedxml
+        import defusedxml.sax
+
         builder = _Builder(self.options.max_depth)
         try:
             defusedxml.sax.parseString(
@@ -122,6 +126,8 @@ class XmlCodec(Codec):
 
 
 def _refusal(err: defusedxml.DefusedXmlException) -> str:
+    import defusedxml
+
     if isinstance(err, defusedxml.EntitiesForbidden):
         return f"entity declarations are not allowed (they enable entity expansion attacks): {err}"
     if isinstance(err, defusedxml.ExternalReferenceForbidden):
