@@ -11,7 +11,7 @@ from integrator.components import Intake, Middleware, Next, Sink, Source
 from integrator.errors import DeliveryError, IntegratorError, Reject
 from integrator.hookspecs import hookimpl
 from integrator.message import Message
-from integrator.types import Duration, Secret, Size
+from integrator.types import Duration, Secret, Size, redact_url, remember_url_password
 
 try:
     __version__ = version("integrator")
@@ -33,4 +33,6 @@ __all__ = [
     "Source",
     "__version__",
     "hookimpl",
+    "redact_url",
+    "remember_url_password",
 ]

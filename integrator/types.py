@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import threading
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -130,3 +131,29 @@ class Redactor:
 
 
 REDACTOR = Redactor()
+
+
+def redact_url(url: str, *, drop_userinfo: bool = False) -> str:
+    """A URL fit for logs and errors: its password shown as ``***``.
+
+    ``drop_userinfo`` removes the whole user part, for schemes that may carry a
+    token there instead of a user name (NATS).
+    """
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    if drop_userinfo:
+        netloc = host
+    elif parts.password is None:
+        return url
+    else:
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def remember_url_password(url: str) -> None:
+    """Have the redactor hide a password written into a URL, wherever it shows up."""
+    password = urlsplit(url).password
+    if password:
+        REDACTOR.add(password)

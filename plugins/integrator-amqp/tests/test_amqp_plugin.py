@@ -6,9 +6,9 @@ from pathlib import Path
 
 import integrator_amqp
 import pytest
-from integrator_amqp.connection import safe_url
 from integrator_amqp.source import AmqpSourceOptions
 
+from integrator import redact_url
 from integrator.cli import main
 from integrator.config import parse_config
 from integrator.errors import ConfigError
@@ -58,5 +58,5 @@ sinks = [{ type = "stdout" }]
 def test_a_password_in_the_url_is_masked_and_redacted():
     url = "amqp://app:in-url-secret@broker.internal:5672/prod"
     AmqpSourceOptions(url=url, queue="q").validate()
-    assert safe_url(url) == "amqp://app:***@broker.internal:5672/prod"
+    assert redact_url(url) == "amqp://app:***@broker.internal:5672/prod"
     assert "in-url-secret" not in REDACTOR.redact(f"cannot connect to {url}")

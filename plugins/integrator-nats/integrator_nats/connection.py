@@ -10,12 +10,11 @@ from __future__ import annotations
 import logging
 import ssl
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import msgspec
 
-from integrator import Duration, IntegratorError, Secret
+from integrator import Duration, IntegratorError, Secret, redact_url
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -86,14 +85,7 @@ class ConnectionOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
 
     def safe_url(self) -> str:
         """The URL with any user-info removed, for logs and errors."""
-        return ",".join(strip_userinfo(server) for server in self.servers())
-
-
-def strip_userinfo(url: str) -> str:
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+        return ",".join(redact_url(server, drop_userinfo=True) for server in self.servers())
 
 
 async def connect(options: ConnectionOptions, *, name: str) -> Client:

@@ -11,12 +11,11 @@ from __future__ import annotations
 import logging
 import ssl
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import msgspec
 
-from integrator import DeliveryError, Duration, IntegratorError, Secret
+from integrator import DeliveryError, Duration, IntegratorError, Secret, redact_url
 
 if TYPE_CHECKING:
     import asyncpg
@@ -81,12 +80,7 @@ class ConnectionOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
 
     def safe_url(self) -> str:
         """The URL without its password, for logs and errors."""
-        parts = urlsplit(self.url)
-        if "@" not in parts.netloc:
-            return self.url
-        userinfo, host = parts.netloc.rsplit("@", 1)
-        user = userinfo.split(":", 1)[0]
-        return urlunsplit(parts._replace(netloc=f"{user}@{host}"))
+        return redact_url(self.url)
 
     def connect_kwargs(self, application_name: str) -> dict[str, Any]:
         kwargs: dict[str, Any] = {

@@ -18,7 +18,7 @@ def test_a_url_is_shown_without_its_password() -> None:
         {"url": f"postgresql://alice:{SECRET}@db:5432/app", "table": "t", "cursor": "id"},
         PollOptions,
     )
-    assert options.safe_url() == "postgresql://alice@db:5432/app"
+    assert options.safe_url() == "postgresql://alice:***@db:5432/app"
     assert SECRET not in repr(
         convert({"table": "t", "cursor": "id", "password": SECRET}, PollOptions)
     )
@@ -36,7 +36,7 @@ async def test_a_failed_connection_names_the_server_but_not_the_password() -> No
     )
     with pytest.raises(PostgresConnectorError) as caught:
         await connect(options, "test")
-    assert "postgresql://alice@127.0.0.1:1/app" in str(caught.value)
+    assert "postgresql://alice:***@127.0.0.1:1/app" in str(caught.value)
     assert SECRET not in str(caught.value)
 
 

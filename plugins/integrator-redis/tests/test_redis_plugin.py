@@ -6,8 +6,8 @@ from pathlib import Path
 
 import integrator_redis
 import pytest
-from integrator_redis.connection import safe_url
 
+from integrator import redact_url
 from integrator.cli import main
 from integrator.config import parse_config
 from integrator.errors import ConfigError
@@ -57,5 +57,5 @@ sinks = [{ type = "stdout" }]
 def test_a_password_in_the_url_is_masked_and_redacted():
     url = "redis://app:in-url-secret@cache.internal:6379/0"
     integrator_redis.source.StreamSourceOptions(url=url, stream="s").validate()
-    assert safe_url(url) == "redis://app:***@cache.internal:6379/0"
+    assert redact_url(url) == "redis://app:***@cache.internal:6379/0"
     assert "in-url-secret" not in REDACTOR.redact(f"cannot connect to {url}")

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import msgspec
 from yarl import URL
 
-from integrator import Duration, IntegratorError, Secret
+from integrator import Duration, IntegratorError, Secret, redact_url, remember_url_password
 
 if TYPE_CHECKING:
     import aio_pika.abc
@@ -63,19 +63,6 @@ class AmqpConnectionOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=
         remember_url_password(self.url)
 
 
-def remember_url_password(url: str) -> None:
-    """Register a password embedded in a URL with the redactor (Secret does that)."""
-    password = urlsplit(url).password
-    if password:
-        Secret(password)
-
-
-def safe_url(url: str) -> str:
-    """The URL without its password, for logs and errors."""
-    parsed = URL(url)
-    return str(parsed.with_password("***")) if parsed.password else url
-
-
 def tls_context(options: AmqpConnectionOptions) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=options.ca_file)
     if options.cert_file and options.key_file:
@@ -107,5 +94,5 @@ async def connect(options: AmqpConnectionOptions) -> aio_pika.abc.AbstractConnec
         )
     except (aiormq.exceptions.AMQPError, OSError, TimeoutError) as err:
         raise AmqpUnavailable(
-            f"amqp broker at {safe_url(options.url)}: {type(err).__name__}: {err}"
+            f"amqp broker at {redact_url(options.url)}: {type(err).__name__}: {err}"
         ) from err

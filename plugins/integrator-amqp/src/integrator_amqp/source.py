@@ -20,9 +20,9 @@ import anyio.abc
 import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from integrator import Intake, Message, Source
+from integrator import Intake, Message, Source, redact_url
 from integrator.payload import Decode, PayloadError, decode_body, header_text
-from integrator_amqp.connection import AmqpConnectionOptions, AmqpUnavailable, connect, safe_url
+from integrator_amqp.connection import AmqpConnectionOptions, AmqpUnavailable, connect
 
 if TYPE_CHECKING:
     import aio_pika.abc
@@ -102,7 +102,7 @@ class AmqpSource(Source):
             self.context.logger.info(
                 "amqp: consuming %s from %s (prefetch %d)",
                 options.queue,
-                safe_url(options.url),
+                redact_url(options.url),
                 options.prefetch,
             )
             await self._consume(receive, intake)

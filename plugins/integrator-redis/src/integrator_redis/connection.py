@@ -8,11 +8,11 @@ the password is registered with the log redactor and never appears in errors.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import msgspec
 
-from integrator import DeliveryError, Duration, IntegratorError, Secret
+from integrator import DeliveryError, Duration, IntegratorError, Secret, remember_url_password
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -53,23 +53,6 @@ class RedisConnectionOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file go together")
         remember_url_password(self.url)
-
-
-def remember_url_password(url: str) -> None:
-    """Register a password embedded in a URL with the redactor (Secret does that)."""
-    password = urlsplit(url).password
-    if password:
-        Secret(password)
-
-
-def safe_url(url: str) -> str:
-    """The URL without its password, for logs and errors."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
 def connect(options: RedisConnectionOptions, *, read_wait: float = 0.0) -> aioredis.Redis:

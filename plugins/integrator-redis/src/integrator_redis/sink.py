@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from integrator import DeliveryError, Message, Sink, Size
+from integrator import DeliveryError, Message, Sink, Size, redact_url
 from integrator.payload import encode_body, header_text
 from integrator_redis.connection import (
     RedisConnectionOptions,
     RedisUnavailable,
     connect,
     delivery_error,
-    safe_url,
 )
 
 if TYPE_CHECKING:
@@ -44,7 +43,7 @@ class _RedisSink(Sink):
         except (rex.RedisError, OSError) as err:
             await self.close()
             raise RedisUnavailable(
-                f"redis at {safe_url(self.options.url)}: {type(err).__name__}: {err}"
+                f"redis at {redact_url(self.options.url)}: {type(err).__name__}: {err}"
             ) from err
 
     @property

@@ -20,13 +20,12 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 
-from integrator import Duration, Intake, Message, Source
+from integrator import Duration, Intake, Message, Source, redact_url
 from integrator.payload import Decode, PayloadError, decode_body, header_text
 from integrator_redis.connection import (
     RedisConnectionOptions,
     RedisUnavailable,
     connect,
-    safe_url,
 )
 
 if TYPE_CHECKING:
@@ -93,12 +92,12 @@ class RedisStreamSource(Source):
                 options.stream,
                 self.group,
                 self.consumer,
-                safe_url(options.url),
+                redact_url(options.url),
             )
             await self._consume(client, intake)
         except (rex.ConnectionError, rex.TimeoutError, OSError) as err:
             raise RedisUnavailable(
-                f"redis at {safe_url(options.url)}: {type(err).__name__}: {err}"
+                f"redis at {redact_url(options.url)}: {type(err).__name__}: {err}"
             ) from err
         finally:
             with anyio.CancelScope(shield=True):
