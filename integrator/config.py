@@ -19,7 +19,7 @@ from typing import Any, Literal
 import msgspec
 
 from integrator.errors import ConfigError
-from integrator.plugins import Registry
+from integrator.plugins import ComponentUnavailable, Registry
 from integrator.types import REDACTOR, Duration, Secret, Size
 
 CONFIG_ENV = "INTEGRATOR_CONFIG"
@@ -609,7 +609,12 @@ def _check_auth(
             (*keypath, "type"), f"unknown auth type {kind!r}: {registry.missing_hint('auth', kind)}"
         )
         return None
-    options = _component_options(report, registered.component, keypath, raw, {"type"})
+    try:
+        component = registered.component  # imported now if registered by reference
+    except ComponentUnavailable as err:
+        report.add((*keypath, "type"), str(err))
+        return None
+    options = _component_options(report, component, keypath, raw, {"type"})
     return {"type": kind, "options": options}
 
 
@@ -795,8 +800,13 @@ def _component(
             f"unknown {kind} type {type_name!r}: {registry.missing_hint(kind, type_name)}",
         )
         return None
+    try:
+        component = registered.component  # imported now if registered by reference
+    except ComponentUnavailable as err:
+        report.add((*keypath, "type"), str(err))
+        return None
     own_keys = _SINK_KEYS if kind == "sink" else _COMPONENT_KEYS
-    options = _component_options(report, registered.component, keypath, raw, own_keys)
+    options = _component_options(report, component, keypath, raw, own_keys)
     spec = ComponentSpec(type=type_name, options=options, raw=raw)
     if kind == "sink":
         try:

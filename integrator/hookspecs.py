@@ -6,7 +6,9 @@ entry-point group (``[project.entry-points.integrator]`` in its pyproject.toml).
 Hooks are synchronous: they register classes, and the async work lives on the
 objects those classes build. Registration hooks receive a ``register(name,
 component)`` callback; the host checks names and refuses duplicates, naming both
-plugins.
+plugins. ``component`` is the class or, better, a reference to it,
+``"package.module:ClassName"``: its module is then imported only when a config uses
+it, so a plugin costs the commands and daemons that do not use it nothing.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ hookimpl = pluggy.HookimplMarker("integrator")
 def integrator_sources(register: Any) -> None:
     """Register source classes (subclasses of :class:`integrator.Source`).
 
-    ``register("timer", TimerSource)`` makes ``type = "timer"`` usable as a route's
-    ``source``. The class's ``Options`` Struct validates the rest of that table.
+    ``register("timer", TimerSource)`` (or ``register("timer",
+    "integrator.builtin.timer:TimerSource")``) makes ``type = "timer"`` usable as a
+    route's ``source``. The class's ``Options`` Struct validates the rest of that table.
     """
 
 

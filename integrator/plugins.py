@@ -4,6 +4,11 @@ Nothing is discovered at import time. :func:`get_plugin_manager` builds a fresh
 manager each time it is called (one per daemon, one per test), and
 :func:`build_registry` asks every plugin, one by one, what it provides, so that a
 broken plugin is reported by name and never takes the others down.
+
+A component may be registered by reference, ``"package.module:ClassName"``: its
+module is imported only when something reads :attr:`Registered.component` (the
+config loader, for the components a config uses), so loading every plugin costs
+an ``integrator`` command or an idle daemon only the plugins' small hook modules.
 """
 
 from __future__ import annotations
@@ -20,12 +25,14 @@ import pluggy
 
 from integrator import hookspecs
 from integrator.components import Middleware, Sink, Source
+from integrator.errors import PluginError
 
 log = logging.getLogger("integrator.plugins")
 
 GROUP = "integrator"
 
-#: Built-in plugins, registered through the same hooks as third-party ones.
+#: Built-in plugins, registered through the same hooks as third-party ones. Each is a
+#: small module: what not every daemon needs it registers by reference.
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "integrator.builtin.timer",
     "integrator.builtin.stdout",
@@ -37,8 +44,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "integrator.delivery.limits",
     "integrator.http.signatures",
     "integrator.http.auth",
-    "integrator.builtin.http_sink",
-    "integrator.builtin.http_poll",
+    "integrator.builtin.http",
 )
 
 #: The hook that registers each kind of component, and the base class it must extend.
@@ -65,6 +71,17 @@ KNOWN_PROVIDERS: dict[str, str] = {
 }
 
 _NAME = re.compile(r"^[a-z][a-z0-9_\-]*$")
+#: ``package.module:ClassName``: a component registered by reference.
+_REFERENCE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+class ComponentUnavailable(PluginError):
+    """A component registered by reference cannot be imported, or is not of its kind.
+
+    Raised when the component is first used (usually while a config is loaded),
+    never while plugins load: its text names the plugin, the kind, the name and the
+    cause, and says what to do.
+    """
 
 
 @dataclass
@@ -81,9 +98,22 @@ class PluginInfo:
 
 @dataclass
 class Registered:
+    """One component of one plugin, as ``register(name, component)`` gave it."""
+
     name: str
-    component: Any
+    kind: str
     plugin: str
+    #: ``"package.module:ClassName"`` when registered by reference, else empty.
+    reference: str = ""
+    builtin: bool = False
+    _component: Any = field(default=None, repr=False)
+
+    @property
+    def component(self) -> Any:
+        """The class; one registered by reference is imported (and checked) on first use."""
+        if self._component is None and self.reference:
+            self._component = _resolve(self)
+        return self._component
 
 
 @dataclass
@@ -210,16 +240,61 @@ def _make_register(registry: Registry, kind: str, base: type | None, plugin: str
             raise ValueError(
                 f"invalid {kind} name {name!r}: use lower-case letters, digits, '-' and '_'"
             )
-        if base is not None and not (isinstance(component, type) and issubclass(component, base)):
+        if isinstance(component, str):
+            if not _REFERENCE.match(component):
+                raise ValueError(
+                    f"invalid reference {component!r} for {kind} {name!r}: "
+                    "use 'package.module:ClassName'"
+                )
+        elif base is not None and not _extends(component, base):
             raise TypeError(f"{kind} {name!r} must be a subclass of integrator.{base.__name__}")
         existing = registry.components[kind].get(name)
         if existing is not None and existing.plugin != plugin:
             raise ValueError(f"{kind} {name!r} is already provided by plugin {existing.plugin!r}")
-        registry.components[kind][name] = Registered(name, component, plugin)
         info = registry.plugins.setdefault(plugin, PluginInfo(name=plugin))
+        if isinstance(component, str):
+            entry = Registered(name, kind, plugin, reference=component, builtin=info.builtin)
+        else:
+            entry = Registered(name, kind, plugin, builtin=info.builtin, _component=component)
+        registry.components[kind][name] = entry
         info.components.setdefault(kind, []).append(name)
 
     return register
+
+
+def _extends(component: Any, base: type) -> bool:
+    return isinstance(component, type) and issubclass(component, base)
+
+
+def _resolve(entry: Registered) -> Any:
+    """Import the class a reference names and check it as ``register`` checks classes."""
+    module_name, _, attribute = entry.reference.partition(":")
+    try:
+        component: Any = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            component = getattr(component, part)
+    except Exception as err:  # whatever the import raised is the plugin's problem
+        raise ComponentUnavailable(
+            _unavailable(entry, f"{entry.reference}: {type(err).__name__}: {err}")
+        ) from err
+    base = KINDS[entry.kind][1]
+    if base is not None and not _extends(component, base):
+        cause = f"{entry.reference} is not a subclass of integrator.{base.__name__}"
+        raise ComponentUnavailable(_unavailable(entry, cause))
+    return component
+
+
+def _unavailable(entry: Registered, cause: str) -> str:
+    if entry.builtin:
+        fix = "reinstall integrator"
+    else:
+        fix = (
+            f"reinstall plugin {entry.plugin!r}, or pin a version of it that works with this "
+            f"integrator, or start without it: INTEGRATOR_DISABLE_PLUGINS={entry.plugin}"
+        )
+    return (
+        f"{entry.kind} {entry.name!r} of plugin {entry.plugin!r} cannot be loaded: {cause}; {fix}"
+    )
 
 
 def load_plugins() -> tuple[pluggy.PluginManager, Registry]:

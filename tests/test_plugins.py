@@ -5,13 +5,25 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from core_support import integrator_command
+from core_support import REPO, integrator_command
 
 from integrator import Middleware, Sink, hookimpl
-from integrator.plugins import DEFAULT_PLUGINS, build_registry, get_plugin_manager, load_plugins
+from integrator.config import parse_config
+from integrator.errors import ConfigError
+from integrator.plugins import (
+    DEFAULT_PLUGINS,
+    ComponentUnavailable,
+    build_registry,
+    get_plugin_manager,
+    load_plugins,
+)
+from integrator.testing import daemon_config
 
 
 def registry_with(*plugins: Any) -> Any:
@@ -51,6 +63,57 @@ def test_loading_every_installed_plugin_imports_no_library_a_component_may_not_n
     assert out.stdout.strip() == "[]"
 
 
+def test_loading_every_installed_plugin_imports_no_component_registered_by_reference() -> None:
+    code = (
+        "import sys; from integrator.plugins import load_plugins; _, registry = load_plugins(); "
+        "modules = {entry.reference.partition(':')[0] for kind in registry.components.values() "
+        "for entry in kind.values() if entry.reference}; "
+        "print(len(modules), sorted(m for m in modules if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    count, imported = out.stdout.split(" ", 1)
+    assert int(count) >= 10  # the transforms, the HTTP sink and poll, oauth2…
+    assert imported.strip() == "[]"
+
+
+def test_the_default_configs_daemon_imports_only_the_components_it_uses(tmp_path: Path) -> None:
+    text = (REPO / "config" / "integrator.toml").read_text()
+    text = text.replace('state_dir = "var"', f'state_dir = "{tmp_path}"')
+    text = text.replace('path = "var/heartbeat.jsonl"', f'path = "{tmp_path}/heartbeat.jsonl"')
+    path = tmp_path / "integrator.toml"
+    path.write_text(daemon_config(text, tmp_path))
+    unused = [
+        "integrator.transforms.enrich", "integrator.transforms.map",
+        "integrator.transforms.validate", "integrator.builtin.http_sink",
+        "integrator.builtin.http_poll", "integrator.http.client", "integrator.http.oauth2",
+        "jmespath", "xml.sax", "integrator_redis.sink", "integrator_postgres.sink",
+    ]  # fmt: skip
+    code = textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        import anyio
+        from integrator.config import load_config
+        from integrator.engine.daemon import Daemon
+        from integrator.plugins import load_plugins
+
+        pm, registry = load_plugins()
+        daemon = Daemon(load_config(Path({str(path)!r}), registry), pm, registry)
+
+        async def main():
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(daemon.run)
+                await daemon.ready.wait()
+                print("imported:", [m for m in {unused!r} if m in sys.modules], file=sys.stderr)
+                daemon.request_stop()
+
+        anyio.run(main)
+    """)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert "imported: []" in out.stderr
+
+
 def test_a_duplicate_component_names_both_plugins() -> None:
     class First:
         @hookimpl
@@ -88,6 +151,98 @@ def test_an_invalid_component_name_is_refused() -> None:
 
     registry = registry_with(BadName())
     assert "invalid sink name 'Has Spaces'" in registry.plugins["BadName"].error
+
+
+class ByReference:
+    """A plugin that registers its sink by reference, as ``"package.module:ClassName"``."""
+
+    def __init__(self, reference: str) -> None:
+        self.reference = reference
+
+    @hookimpl
+    def integrator_sinks(self, register: Any) -> None:
+        register("lazy", self.reference)
+
+
+@pytest.fixture
+def parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The name of a module, importable but not imported, that holds a plugin's classes."""
+    name = "integrator_lazy_parts"
+    (tmp_path / f"{name}.py").write_text(
+        textwrap.dedent("""
+            from integrator import Middleware, Sink
+
+            class LazySink(Sink):
+                async def deliver(self, message):
+                    return None
+
+            class NotASink(Middleware):
+                pass
+        """)
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield name
+    sys.modules.pop(name, None)
+
+
+def test_a_component_registered_by_reference_is_imported_when_first_used(parts: str) -> None:
+    registry = registry_with(ByReference(f"{parts}:LazySink"))
+    entry = registry.get("sink", "lazy")
+    assert "lazy" in registry.names("sink")
+    assert registry.plugins["ByReference"].components == {"sink": ["lazy"]}
+    assert parts not in sys.modules
+    assert entry.component is sys.modules[parts].LazySink
+
+
+def test_a_reference_to_a_missing_module_says_which_component_why_and_what_to_do() -> None:
+    registry = registry_with(ByReference("integrator_no_such_module:LazySink"))
+    with pytest.raises(ComponentUnavailable) as caught:
+        _ = registry.get("sink", "lazy").component
+    assert str(caught.value) == (
+        "sink 'lazy' of plugin 'ByReference' cannot be loaded: "
+        "integrator_no_such_module:LazySink: ModuleNotFoundError: "
+        "No module named 'integrator_no_such_module'; reinstall plugin 'ByReference', or pin "
+        "a version of it that works with this integrator, or start without it: "
+        "INTEGRATOR_DISABLE_PLUGINS=ByReference"
+    )
+
+
+def test_a_reference_to_a_missing_class_names_it(parts: str) -> None:
+    registry = registry_with(ByReference(f"{parts}:Missing"))
+    with pytest.raises(ComponentUnavailable, match=r"AttributeError: .* no attribute 'Missing'"):
+        _ = registry.get("sink", "lazy").component
+
+
+def test_a_reference_to_a_class_of_the_wrong_kind_is_refused_when_used(parts: str) -> None:
+    registry = registry_with(ByReference(f"{parts}:NotASink"))
+    with pytest.raises(
+        ComponentUnavailable, match=r"NotASink is not a subclass of integrator\.Sink"
+    ):
+        _ = registry.get("sink", "lazy").component
+
+
+def test_a_malformed_reference_fails_the_plugin_when_it_registers() -> None:
+    registry = registry_with(ByReference("integrator_lazy_parts.LazySink"))
+    assert registry.get("sink", "lazy") is None
+    assert (
+        "invalid reference 'integrator_lazy_parts.LazySink'"
+        in registry.plugins["ByReference"].error
+    )
+
+
+def test_a_config_using_a_component_that_cannot_be_imported_is_a_problem_of_its_key(
+    tmp_path: Path,
+) -> None:
+    registry = registry_with(ByReference("integrator_no_such_module:LazySink"))
+    text = '[routes.r]\nsinks = [{ type = "lazy" }]\n[routes.r.source]\ntype = "timer"\n'
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, tmp_path / "integrator.toml", registry)
+    [problem] = caught.value.problems
+    assert problem.startswith(
+        f"{tmp_path}/integrator.toml:2: route 'r': routes.r.sinks[0].type: "
+        "sink 'lazy' of plugin 'ByReference' cannot be loaded: "
+        "integrator_no_such_module:LazySink: ModuleNotFoundError"
+    )
 
 
 def test_a_plugin_raising_in_a_hook_does_not_stop_the_others() -> None:
@@ -150,6 +305,15 @@ def test_plugins_command_lists_versions_components_and_failures(with_plugins: An
     assert "broken 0.0.1 [failed]" in out.stdout
     assert "integrator_missing_dependency" in out.stdout
     assert "integrator.builtin.timer built-in" in out.stdout
+
+
+def test_plugins_command_lists_the_components_registered_by_reference() -> None:
+    out = subprocess.run(
+        integrator_command("plugins"), capture_output=True, text=True, check=True
+    ).stdout
+    assert "integrator.builtin.http built-in\n    sink: http\n    source: http_poll\n" in out
+    assert "middleware: convert, dedupe, enrich, filter, map, python, route, split" in out
+    assert "codec: bytes, csv, form, json, msgpack, text, xml" in out
 
 
 def test_trace_hooks_logs_hook_calls(monkeypatch: pytest.MonkeyPatch, caplog: Any) -> None:

@@ -39,11 +39,9 @@ from integrator.components import Context, Intake, Source
 from integrator.delivery.retry import delivery_error_for_response
 from integrator.engine.stats import ops_stats
 from integrator.errors import IntegratorError
-from integrator.hookspecs import hookimpl
 from integrator.http.client import (
     HttpClient,
     HttpResponse,
-    close_http_clients,
     connection_config,
     http_clients,
     public_url,
@@ -362,13 +360,3 @@ def _later(a: Any, b: Any) -> Any:
 
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else msgspec.json.encode(value).decode()
-
-
-@hookimpl
-def integrator_sources(register: Any) -> None:
-    register("http_poll", HttpPollSource)
-
-
-@hookimpl
-async def integrator_shutdown(daemon: Any) -> None:
-    await close_http_clients(daemon)

@@ -30,13 +30,11 @@ import yarl
 from integrator.components import Context, Sink
 from integrator.delivery.retry import delivery_error_for_response
 from integrator.errors import DeliveryError, Reject
-from integrator.hookspecs import hookimpl
 from integrator.http.auth import AuthError, set_header
 from integrator.http.client import (
     HttpClient,
     HttpResponse,
     RequestError,
-    close_http_clients,
     connection_config,
     http_clients,
 )
@@ -248,13 +246,3 @@ def _form(body: Any) -> str:
 
 def _scalar(value: Any) -> str:
     return "true" if value is True else "false" if value is False else str(value)
-
-
-@hookimpl
-def integrator_sinks(register: Any) -> None:
-    register("http", HttpSink)
-
-
-@hookimpl
-async def integrator_shutdown(daemon: Any) -> None:
-    await close_http_clients(daemon)

@@ -250,10 +250,8 @@ def build_auth(
 
 @hookimpl
 def integrator_auth(register: Any) -> None:
-    # Imported here: oauth2 builds on this module's base class.
-    from integrator.http.oauth2 import OAuth2Auth
-
     register("api_key", ApiKeyAuth)
     register("bearer", BearerAuth)
     register("basic", BasicAuth)
-    register("oauth2", OAuth2Auth)
+    # By reference: oauth2 (and the HTTP client it uses) is imported when a config uses it.
+    register("oauth2", "integrator.http.oauth2:OAuth2Auth")

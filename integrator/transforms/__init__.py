@@ -4,18 +4,56 @@ Each is an ordinary :class:`integrator.Middleware` registered by
 :mod:`integrator.transforms.plugin`; expressions are JMESPath
 (:mod:`integrator.transforms.expressions`), and formats are codecs
 (:mod:`integrator.transforms.codec`) that plugins can add to.
+
+The names below are imported on first use, so importing one module of this
+package (the plugin, or ``convert`` for the daemon's codecs) does not import
+them all.
 """
 
-from integrator.transforms.codec import Codec, CodecError
-from integrator.transforms.convert import BUILTIN_CODECS, ConvertMiddleware, codecs_from_registry
-from integrator.transforms.expressions import Expression, ExpressionError, compile_expression
-from integrator.transforms.filter import FilterMiddleware
-from integrator.transforms.map import MapMiddleware
-from integrator.transforms.paths import FieldPath, PathError
-from integrator.transforms.python import PythonMiddleware
-from integrator.transforms.split import SplitMiddleware
-from integrator.transforms.templates import Template, TemplateError
-from integrator.transforms.validate import ValidateMiddleware
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from integrator.transforms.codec import Codec, CodecError
+    from integrator.transforms.convert import (
+        BUILTIN_CODECS,
+        ConvertMiddleware,
+        codecs_from_registry,
+    )
+    from integrator.transforms.expressions import (
+        Expression,
+        ExpressionError,
+        compile_expression,
+    )
+    from integrator.transforms.filter import FilterMiddleware
+    from integrator.transforms.map import MapMiddleware
+    from integrator.transforms.paths import FieldPath, PathError
+    from integrator.transforms.python import PythonMiddleware
+    from integrator.transforms.split import SplitMiddleware
+    from integrator.transforms.templates import Template, TemplateError
+    from integrator.transforms.validate import ValidateMiddleware
+
+_MODULES = {
+    "BUILTIN_CODECS": "convert",
+    "Codec": "codec",
+    "CodecError": "codec",
+    "ConvertMiddleware": "convert",
+    "Expression": "expressions",
+    "ExpressionError": "expressions",
+    "FieldPath": "paths",
+    "FilterMiddleware": "filter",
+    "MapMiddleware": "map",
+    "PathError": "paths",
+    "PythonMiddleware": "python",
+    "SplitMiddleware": "split",
+    "Template": "templates",
+    "TemplateError": "templates",
+    "ValidateMiddleware": "validate",
+    "codecs_from_registry": "convert",
+    "compile_expression": "expressions",
+}
 
 __all__ = [
     "BUILTIN_CODECS",
@@ -36,3 +74,10 @@ __all__ = [
     "codecs_from_registry",
     "compile_expression",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -24,42 +24,70 @@ the message, with the reason saying where (a line, a record, a field).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections import ChainMap
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from integrator.components import Context, Middleware, Next
 from integrator.config import dec_hook
-from integrator.errors import ConfigError, Reject
+from integrator.errors import ConfigError, PluginError, Reject
 from integrator.message import Message
 from integrator.transforms.codec import Codec, CodecError
-from integrator.transforms.csv_codec import CsvCodec
 from integrator.transforms.paths import describe_kind
-from integrator.transforms.simple_codecs import (
-    BytesCodec,
-    FormCodec,
-    JsonCodec,
-    MsgpackCodec,
-    TextCodec,
-)
-from integrator.transforms.xml_codec import XmlCodec
 
 if TYPE_CHECKING:
-    from integrator.plugins import Registry
+    from integrator.plugins import Registered, Registry
 
-#: The codecs every daemon has, by name.
-BUILTIN_CODECS: dict[str, type[Codec]] = {
-    codec.name: codec
-    for codec in (JsonCodec, MsgpackCodec, CsvCodec, XmlCodec, FormCodec, TextCodec, BytesCodec)
-}
+
+@functools.cache
+def builtin_codecs() -> dict[str, type[Codec]]:
+    """The codecs every daemon has, by name: imported the first time a format is looked up."""
+    from integrator.transforms.csv_codec import CsvCodec
+    from integrator.transforms.simple_codecs import (
+        BytesCodec,
+        FormCodec,
+        JsonCodec,
+        MsgpackCodec,
+        TextCodec,
+    )
+    from integrator.transforms.xml_codec import XmlCodec
+
+    codecs = (JsonCodec, MsgpackCodec, CsvCodec, XmlCodec, FormCodec, TextCodec, BytesCodec)
+    return {codec.name: codec for codec in codecs}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "BUILTIN_CODECS":  # what builtin_codecs() returns, by its former name
+        return builtin_codecs()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 FormatSpec = str | dict[str, Any]
 
 
-def codecs_from_registry(registry: Registry) -> dict[str, type[Codec]]:
+class RegisteredCodecs(Mapping[str, type[Codec]]):
+    """The codecs plugins registered, by name; each is imported when first looked up."""
+
+    def __init__(self, entries: Mapping[str, Registered]) -> None:
+        self._entries = entries
+
+    def __getitem__(self, name: str) -> type[Codec]:
+        codec: type[Codec] = self._entries[name].component
+        return codec
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def codecs_from_registry(registry: Registry) -> Mapping[str, type[Codec]]:
     """The codecs plugins registered, as the ``"codecs"`` service expects them."""
-    return {name: entry.component for name, entry in registry.components["codec"].items()}
+    return RegisteredCodecs(registry.components["codec"])
 
 
 def make_codec(spec: FormatSpec, codecs: Mapping[str, type[Codec]], option: str) -> Codec:
@@ -73,7 +101,10 @@ def make_codec(spec: FormatSpec, codecs: Mapping[str, type[Codec]], option: str)
             raise ValueError(
                 f"{option}: a format table needs 'format', e.g. {{ format = \"csv\" }}"
             )
-    cls = codecs.get(name)
+    try:
+        cls = codecs.get(name)
+    except PluginError as err:  # registered by reference, and that cannot be imported
+        raise ValueError(f"{option}: {err}") from err
     if cls is None:
         known = ", ".join(sorted(codecs))
         raise ValueError(f"{option}: unknown format {name!r}; known formats: {known}")
@@ -109,8 +140,8 @@ class ConvertOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             # Built-in formats are checked now; a plugin's only when the route is built,
             # since options cannot see which plugins are installed.
             name = _format_name(spec)
-            if not isinstance(name, str) or name in BUILTIN_CODECS:
-                make_codec(spec, BUILTIN_CODECS, option)
+            if not isinstance(name, str) or name in builtin_codecs():
+                make_codec(spec, builtin_codecs(), option)
 
 
 class ConvertMiddleware(Middleware):
@@ -121,7 +152,8 @@ class ConvertMiddleware(Middleware):
 
     def __init__(self, options: Any, context: Context) -> None:
         super().__init__(options, context)
-        codecs = {**BUILTIN_CODECS, **context.services.get("codecs", {})}
+        # Looked up by name: a plugin's codec is imported only if this middleware names it.
+        codecs = ChainMap(context.services.get("codecs", {}), builtin_codecs())
         try:
             self.decoder = make_codec(options.from_, codecs, "from") if options.from_ else None
             self.encoder = make_codec(options.to, codecs, "to") if options.to else None

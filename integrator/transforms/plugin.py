@@ -1,31 +1,38 @@
-"""The transform middleware and the built-in codecs, registered as a plugin like any other."""
+"""The transform middleware and the built-in codecs, registered as a plugin like any other.
+
+Everything is registered by reference, so loading this plugin imports none of
+them: a daemon imports the middleware its config uses (and JMESPath, XML or the
+HTTP client only if one of those needs them).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from integrator.hookspecs import hookimpl
-from integrator.transforms.convert import BUILTIN_CODECS, ConvertMiddleware
-from integrator.transforms.dedupe import DedupeMiddleware
-from integrator.transforms.enrich import EnrichMiddleware
-from integrator.transforms.filter import FilterMiddleware
-from integrator.transforms.map import MapMiddleware
-from integrator.transforms.python import PythonMiddleware
-from integrator.transforms.split import SplitMiddleware
-from integrator.transforms.switch import SwitchMiddleware
-from integrator.transforms.validate import ValidateMiddleware
 
 MIDDLEWARE = {
-    "filter": FilterMiddleware,
-    "map": MapMiddleware,
-    "validate": ValidateMiddleware,
-    "convert": ConvertMiddleware,
-    "split": SplitMiddleware,
-    "python": PythonMiddleware,
-    "enrich": EnrichMiddleware,
-    "dedupe": DedupeMiddleware,
-    "switch": SwitchMiddleware,
-    "route": SwitchMiddleware,
+    "filter": "integrator.transforms.filter:FilterMiddleware",
+    "map": "integrator.transforms.map:MapMiddleware",
+    "validate": "integrator.transforms.validate:ValidateMiddleware",
+    "convert": "integrator.transforms.convert:ConvertMiddleware",
+    "split": "integrator.transforms.split:SplitMiddleware",
+    "python": "integrator.transforms.python:PythonMiddleware",
+    "enrich": "integrator.transforms.enrich:EnrichMiddleware",
+    "dedupe": "integrator.transforms.dedupe:DedupeMiddleware",
+    "switch": "integrator.transforms.switch:SwitchMiddleware",
+    "route": "integrator.transforms.switch:SwitchMiddleware",
+}
+
+#: The same codecs as :func:`integrator.transforms.convert.builtin_codecs`.
+CODECS = {
+    "json": "integrator.transforms.simple_codecs:JsonCodec",
+    "msgpack": "integrator.transforms.simple_codecs:MsgpackCodec",
+    "csv": "integrator.transforms.csv_codec:CsvCodec",
+    "xml": "integrator.transforms.xml_codec:XmlCodec",
+    "form": "integrator.transforms.simple_codecs:FormCodec",
+    "text": "integrator.transforms.simple_codecs:TextCodec",
+    "bytes": "integrator.transforms.simple_codecs:BytesCodec",
 }
 
 
@@ -37,5 +44,5 @@ def integrator_middleware(register: Any) -> None:
 
 @hookimpl
 def integrator_codecs(register: Any) -> None:
-    for name, codec in BUILTIN_CODECS.items():
+    for name, codec in CODECS.items():
         register(name, codec)

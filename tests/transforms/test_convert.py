@@ -10,9 +10,11 @@ import pytest
 
 from integrator.components import Context
 from integrator.errors import ConfigError, Reject
+from integrator.hookspecs import hookimpl
 from integrator.message import Message
+from integrator.plugins import build_registry, get_plugin_manager
 from integrator.transforms.codec import Codec, CodecError
-from integrator.transforms.convert import ConvertMiddleware
+from integrator.transforms.convert import ConvertMiddleware, codecs_from_registry
 
 CSV = b"sku,qty\r\na-1,2\r\nb-2,5\r\n"
 
@@ -159,6 +161,41 @@ async def test_a_plugin_codec_is_found_through_the_codecs_service(build, run) ->
     [out] = await run(middleware, message=Message(body=b"hello"))
     assert out.body == b"HELLO"
     assert out.headers["content-type"] == "text/x-shout"
+
+
+class YamlByReference:
+    """A plugin that registers its codec by reference, to a module that is not installed."""
+
+    @hookimpl
+    def integrator_codecs(self, register: Any) -> None:
+        register("yaml", "integrator_no_such_module:YamlCodec")
+
+
+@pytest.fixture
+def with_broken_yaml() -> Context:
+    pm, registry = get_plugin_manager(entrypoints=False)
+    pm.register(YamlByReference(), name="yaml-plugin")
+    codecs = codecs_from_registry(build_registry(pm, registry))
+    return Context(route="r", services={"codecs": codecs})
+
+
+def test_a_plugin_codec_that_cannot_be_imported_fails_when_the_route_is_built(
+    build, with_broken_yaml: Context
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        build(ConvertMiddleware, with_broken_yaml, to="yaml")
+    assert (
+        "route 'r': convert: to: codec 'yaml' of plugin 'yaml-plugin' cannot be loaded: "
+        "integrator_no_such_module:YamlCodec: ModuleNotFoundError"
+    ) in str(caught.value)
+
+
+async def test_a_codec_that_cannot_be_imported_does_not_matter_to_a_convert_not_using_it(
+    build, run, with_broken_yaml: Context
+) -> None:
+    middleware = build(ConvertMiddleware, with_broken_yaml, **{"from": "json", "to": "csv"})
+    [out] = await run(middleware, message=Message(body=b'[{"a": 1}]'))
+    assert out.body == b"a\r\n1\r\n"
 
 
 def test_an_unknown_format_fails_when_the_route_is_built(build) -> None:

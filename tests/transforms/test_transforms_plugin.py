@@ -14,7 +14,7 @@ from integrator.errors import ConfigError
 from integrator.plugins import DEFAULT_PLUGINS, build_registry
 from integrator.transforms import plugin as transforms_plugin
 from integrator.transforms.codec import Codec
-from integrator.transforms.convert import codecs_from_registry
+from integrator.transforms.convert import builtin_codecs, codecs_from_registry
 
 
 class NullSource(Source):
@@ -66,6 +66,17 @@ def test_registers_the_codecs(registry) -> None:
     codecs = codecs_from_registry(registry)
     assert set(codecs) == {"json", "msgpack", "csv", "xml", "form", "text", "bytes"}
     assert all(issubclass(codec, Codec) and codec.name == name for name, codec in codecs.items())
+
+
+def test_the_registered_codecs_are_the_builtin_ones_convert_falls_back_to(registry) -> None:
+    assert dict(codecs_from_registry(registry)) == builtin_codecs()
+
+
+def test_every_name_the_package_exports_resolves() -> None:
+    import integrator.transforms as transforms
+
+    missing = [name for name in transforms.__all__ if getattr(transforms, name, None) is None]
+    assert missing == []
 
 
 def load(registry: Any, text: str, tmp_path: Path) -> Any:

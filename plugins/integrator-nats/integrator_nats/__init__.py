@@ -7,12 +7,15 @@ server through ``Nats-Msg-Id``).
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from integrator import hookimpl
-from integrator_nats.connection import ConnectionOptions, NatsError, TLSOptions
-from integrator_nats.sink import NatsSink, NatsSinkOptions
-from integrator_nats.source import NatsSource, NatsSourceOptions
+
+if TYPE_CHECKING:
+    from integrator_nats.connection import ConnectionOptions, NatsError, TLSOptions
+    from integrator_nats.sink import NatsSink, NatsSinkOptions
+    from integrator_nats.source import NatsSource, NatsSourceOptions
 
 __all__ = [
     "ConnectionOptions",
@@ -24,12 +27,31 @@ __all__ = [
     "TLSOptions",
 ]
 
+#: Where each public name lives. Imported on first use, so that loading the plugin
+#: (every ``integrator`` command does) imports none of its components.
+_EXPORTS = {
+    "ConnectionOptions": "integrator_nats.connection",
+    "NatsError": "integrator_nats.connection",
+    "NatsSink": "integrator_nats.sink",
+    "NatsSinkOptions": "integrator_nats.sink",
+    "NatsSource": "integrator_nats.source",
+    "NatsSourceOptions": "integrator_nats.source",
+    "TLSOptions": "integrator_nats.connection",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 @hookimpl
 def integrator_sources(register: Any) -> None:
-    register("nats", NatsSource)
+    register("nats", "integrator_nats.source:NatsSource")
 
 
 @hookimpl
 def integrator_sinks(register: Any) -> None:
-    register("nats", NatsSink)
+    register("nats", "integrator_nats.sink:NatsSink")

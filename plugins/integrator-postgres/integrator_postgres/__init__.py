@@ -7,13 +7,16 @@ durable), and the ``postgres`` sink (INSERT or UPSERT, batched in transactions).
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from integrator import hookimpl
-from integrator_postgres.connection import ConnectionOptions, PostgresConnectorError, TLSOptions
-from integrator_postgres.listen import ListenOptions, PostgresListenSource
-from integrator_postgres.poll import PollOptions, PostgresPollSource
-from integrator_postgres.sink import PostgresSink, PostgresSinkOptions
+
+if TYPE_CHECKING:
+    from integrator_postgres.connection import ConnectionOptions, PostgresConnectorError, TLSOptions
+    from integrator_postgres.listen import ListenOptions, PostgresListenSource
+    from integrator_postgres.poll import PollOptions, PostgresPollSource
+    from integrator_postgres.sink import PostgresSink, PostgresSinkOptions
 
 __all__ = [
     "ConnectionOptions",
@@ -27,13 +30,34 @@ __all__ = [
     "TLSOptions",
 ]
 
+#: Where each public name lives. Imported on first use, so that loading the plugin
+#: (every ``integrator`` command does) imports none of its components.
+_EXPORTS = {
+    "ConnectionOptions": "integrator_postgres.connection",
+    "ListenOptions": "integrator_postgres.listen",
+    "PollOptions": "integrator_postgres.poll",
+    "PostgresConnectorError": "integrator_postgres.connection",
+    "PostgresListenSource": "integrator_postgres.listen",
+    "PostgresPollSource": "integrator_postgres.poll",
+    "PostgresSink": "integrator_postgres.sink",
+    "PostgresSinkOptions": "integrator_postgres.sink",
+    "TLSOptions": "integrator_postgres.connection",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 @hookimpl
 def integrator_sources(register: Any) -> None:
-    register("postgres_poll", PostgresPollSource)
-    register("postgres_listen", PostgresListenSource)
+    register("postgres_poll", "integrator_postgres.poll:PostgresPollSource")
+    register("postgres_listen", "integrator_postgres.listen:PostgresListenSource")
 
 
 @hookimpl
 def integrator_sinks(register: Any) -> None:
-    register("postgres", PostgresSink)
+    register("postgres", "integrator_postgres.sink:PostgresSink")

@@ -7,21 +7,39 @@ it is found through the ``integrator`` entry point.
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from integrator import hookimpl
-from integrator_amqp.connection import AmqpUnavailable
-from integrator_amqp.sink import AmqpSink
-from integrator_amqp.source import AmqpSource
+
+if TYPE_CHECKING:
+    from integrator_amqp.connection import AmqpUnavailable
+    from integrator_amqp.sink import AmqpSink
+    from integrator_amqp.source import AmqpSource
 
 __all__ = ["AmqpSink", "AmqpSource", "AmqpUnavailable"]
+
+#: Where each public name lives. Imported on first use, so that loading the plugin
+#: (every ``integrator`` command does) imports none of its components.
+_EXPORTS = {
+    "AmqpSink": "integrator_amqp.sink",
+    "AmqpSource": "integrator_amqp.source",
+    "AmqpUnavailable": "integrator_amqp.connection",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
 
 
 @hookimpl
 def integrator_sources(register: Any) -> None:
-    register("amqp", AmqpSource)
+    register("amqp", "integrator_amqp.source:AmqpSource")
 
 
 @hookimpl
 def integrator_sinks(register: Any) -> None:
-    register("amqp", AmqpSink)
+    register("amqp", "integrator_amqp.sink:AmqpSink")

@@ -8,21 +8,39 @@ waits for the broker's acknowledgement). Installed, it is found through the
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from integrator import hookimpl
-from integrator_mqtt.connection import MqttUnavailable
-from integrator_mqtt.sink import MqttSink
-from integrator_mqtt.source import MqttSource
+
+if TYPE_CHECKING:
+    from integrator_mqtt.connection import MqttUnavailable
+    from integrator_mqtt.sink import MqttSink
+    from integrator_mqtt.source import MqttSource
 
 __all__ = ["MqttSink", "MqttSource", "MqttUnavailable"]
+
+#: Where each public name lives. Imported on first use, so that loading the plugin
+#: (every ``integrator`` command does) imports none of its components.
+_EXPORTS = {
+    "MqttSink": "integrator_mqtt.sink",
+    "MqttSource": "integrator_mqtt.source",
+    "MqttUnavailable": "integrator_mqtt.connection",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
 
 
 @hookimpl
 def integrator_sources(register: Any) -> None:
-    register("mqtt", MqttSource)
+    register("mqtt", "integrator_mqtt.source:MqttSource")
 
 
 @hookimpl
 def integrator_sinks(register: Any) -> None:
-    register("mqtt", MqttSink)
+    register("mqtt", "integrator_mqtt.sink:MqttSink")

@@ -7,22 +7,41 @@ engine commits), the ``redis_stream`` sink (XADD) and the ``redis_publish`` sink
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from integrator import hookimpl
-from integrator_redis.connection import RedisUnavailable
-from integrator_redis.sink import RedisPublishSink, RedisStreamSink
-from integrator_redis.source import RedisStreamSource
+
+if TYPE_CHECKING:
+    from integrator_redis.connection import RedisUnavailable
+    from integrator_redis.sink import RedisPublishSink, RedisStreamSink
+    from integrator_redis.source import RedisStreamSource
 
 __all__ = ["RedisPublishSink", "RedisStreamSink", "RedisStreamSource", "RedisUnavailable"]
+
+#: Where each public name lives. Imported on first use, so that loading the plugin
+#: (every ``integrator`` command does) imports none of its components.
+_EXPORTS = {
+    "RedisPublishSink": "integrator_redis.sink",
+    "RedisStreamSink": "integrator_redis.sink",
+    "RedisStreamSource": "integrator_redis.source",
+    "RedisUnavailable": "integrator_redis.connection",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
 
 
 @hookimpl
 def integrator_sources(register: Any) -> None:
-    register("redis_stream", RedisStreamSource)
+    register("redis_stream", "integrator_redis.source:RedisStreamSource")
 
 
 @hookimpl
 def integrator_sinks(register: Any) -> None:
-    register("redis_stream", RedisStreamSink)
-    register("redis_publish", RedisPublishSink)
+    register("redis_stream", "integrator_redis.sink:RedisStreamSink")
+    register("redis_publish", "integrator_redis.sink:RedisPublishSink")
