@@ -397,6 +397,8 @@ class _Reporter:
         self.registry = registry
         self.locator = _Locator(text)
         self.problems: list[str] = []
+        #: The sink names of the route whose middleware is being read, else None.
+        self.route_sinks: list[str] | None = None
 
     def add(self, keypath: tuple[str | int, ...], message: str) -> None:
         line = self.locator.find(keypath)
@@ -644,10 +646,6 @@ def _load_route(
         source = _component(report, registry, "source", (*base, "source"), raw["source"])
     elif "source" in raw:
         report.add((*base, "source"), f"expected a table, found {_show(raw['source'])}")
-    middleware = [
-        _component(report, registry, "middleware", (*base, "middleware", i), spec)
-        for i, spec in enumerate(_tables(report, (*base, "middleware"), raw.get("middleware", [])))
-    ]
     sink_tables = _tables(report, (*base, "sinks"), raw.get("sinks", []))
     if "sinks" in raw and isinstance(raw["sinks"], list) and not raw["sinks"]:
         report.add((*base, "sinks"), "a route needs at least one sink")
@@ -656,6 +654,17 @@ def _load_route(
         for i, spec in enumerate(sink_tables)
     ]
     _name_sinks(report, base, sinks)
+    # The route's middleware may name its sinks (switch): ``validate(sinks=…)`` checks them.
+    report.route_sinks = [s.name for s in sinks if s is not None]
+    try:
+        middleware = [
+            _component(report, registry, "middleware", (*base, "middleware", i), spec)
+            for i, spec in enumerate(
+                _tables(report, (*base, "middleware"), raw.get("middleware", []))
+            )
+        ]
+    finally:
+        report.route_sinks = None
     if len(report.problems) > before or source is None or table is None:
         return None
     return RouteConfig(
@@ -873,10 +882,16 @@ def _component_options(
     check = getattr(options, "validate", None)
     if callable(check):
         # ``validate(registry=…)`` lets an option name another plugin component
-        # (a signature scheme, a codec) and still be checked at load time.
-        wants_registry = "registry" in inspect.signature(check).parameters
+        # (a signature scheme, a codec), and ``validate(sinks=…)`` a route middleware
+        # name the route's sinks (switch), and still be checked at load time.
+        wanted = inspect.signature(check).parameters
+        context: dict[str, Any] = {}
+        if "registry" in wanted:
+            context["registry"] = report.registry
+        if "sinks" in wanted:
+            context["sinks"] = report.route_sinks
         try:
-            check(registry=report.registry) if wants_registry else check()
+            check(**context)
         except ValueError as err:
             report.add(keypath, str(err))
     return options

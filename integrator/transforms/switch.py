@@ -34,7 +34,8 @@ class SwitchOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: ``true``: the first matching case decides; ``false``: every matching case adds its sinks.
     first_match: bool = True
 
-    def validate(self) -> None:
+    def validate(self, sinks: list[str] | None = None) -> None:
+        """``sinks``: the route's sink names, when known (a switch in a route's chain)."""
         if not self.cases:
             raise ValueError("cases: give at least one case ({ when = '…', sinks = ['…'] })")
         problems: list[str] = []
@@ -43,8 +44,23 @@ class SwitchOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
                 compile_expression(case.when)
             except ExpressionError as err:
                 problems.append(f"cases[{index}].when: {err}")
+        if sinks is not None:
+            problems.extend(self.unknown_sinks(sinks))
         if problems:
             raise ValueError("; ".join(problems))
+
+    def unknown_sinks(self, known: list[str]) -> list[str]:
+        """A problem for each name in ``cases``/``default`` that is not in ``known``."""
+        named = [(f"cases[{i}].sinks", case.sinks) for i, case in enumerate(self.cases)]
+        if self.default is not None:
+            named.append(("default", self.default))
+        return [
+            f"{where} names {name!r}, which is not a sink of this route"
+            f" (its sinks: {', '.join(known) or 'none'})"
+            for where, names in named
+            for name in names
+            if name not in known
+        ]
 
 
 class SwitchMiddleware(Middleware):
@@ -53,8 +69,8 @@ class SwitchMiddleware(Middleware):
     A message that matches no case and has no ``default`` is dropped, as is one whose
     chosen list is empty. A later ``switch`` in the chain replaces an earlier choice.
     An expression that fails on a message rejects it. Sink names are checked against
-    the route when the middleware is built, so a typo stops the route from starting
-    with a message naming the sinks it has.
+    the route's when the config is loaded (``validate(sinks=…)``), so ``integrator
+    check`` catches a typo.
     """
 
     Options = SwitchOptions
@@ -67,29 +83,6 @@ class SwitchMiddleware(Middleware):
             (compile_expression(case.when), _unique(case.sinks)) for case in options.cases
         ]
         self.default = None if options.default is None else _unique(options.default)
-        self._check_sink_names()
-
-    def _check_sink_names(self) -> None:
-        """Refuse names that are not sinks of the route (when the route is known)."""
-        config = self.context.config
-        route = config.routes.get(self.context.route) if config is not None else None
-        if route is None:
-            return
-        known = [sink.name for sink in route.sinks]
-        named = [(f"cases[{i}].sinks", sinks) for i, (_, sinks) in enumerate(self.cases)]
-        if self.default is not None:
-            named.append(("default", self.default))
-        unknown = [
-            f"{where} names {name!r}"
-            for where, sinks in named
-            for name in sinks
-            if name not in known
-        ]
-        if unknown:
-            raise ValueError(
-                f"switch: {'; '.join(unknown)}, which is not a sink of route "
-                f"{self.context.route!r}; its sinks are: {', '.join(known)}"
-            )
 
     def choose(self, message: Message) -> list[str] | None:
         """The sinks for ``message``, or None when no case matches and there is no default."""
