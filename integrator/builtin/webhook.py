@@ -25,7 +25,7 @@ from typing import Any
 import anyio
 import anyio.abc
 import msgspec
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from integrator.components import Context, Intake, Source
 from integrator.config import WebhooksConfig, convert
@@ -53,6 +53,8 @@ HOP_BY_HOP = frozenset(
 )
 #: Credentials a sender (or a proxy in front of us) may add: never stored with the message.
 PRIVATE_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+#: How many distinct Content-Type values a receiver remembers its verdict on.
+_SEEN_TYPES = 64
 
 
 class WebhookOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -137,6 +139,9 @@ class WebhookSource(Source):
         self.scheme = self._build_scheme(options.verify)
         self.methods = [method.upper() for method in options.methods]
         self.content_types = [pattern.lower() for pattern in options.content_types]
+        #: The accepted types without wildcards (a set lookup) and the patterns with them.
+        self.exact_types = frozenset(p for p in self.content_types if not _is_pattern(p))
+        self.type_patterns = [p for p in self.content_types if _is_pattern(p)]
         self.max_body = int(options.max_body if options.max_body is not None else webhooks.max_body)
         self.read_timeout = float(webhooks.read_timeout)
         self.retry_after = retry_after(webhooks.retry_after)
@@ -192,11 +197,14 @@ class _Receiver:
         self.source = source
         self.intake = intake
         self.route = source.context.route
+        #: Content-Type header value -> accepted, so the same header is parsed once.
+        self._accepted_types: dict[str | None, bool] = {}
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Check, store, then answer 2xx; any failed check raises its HTTPProblem."""
         source = self.source
-        if request.content_length is not None and request.content_length > source.max_body:
+        declared = request.content_length
+        if declared is not None and declared > source.max_body:
             raise self._too_large()
         self._check_content_type(request)
         body = await self._read_body(request)
@@ -212,9 +220,11 @@ class _Receiver:
             raise self._unavailable("the receiver is over capacity; retry later")
         if source.id_header:
             webhook_id = headers.get(source.id_header) or webhook_id
+        if not PRIVATE_HEADERS.isdisjoint(headers):
+            headers = {k: v for k, v in headers.items() if k not in PRIVATE_HEADERS}
         message = Message(
             body=payload,
-            headers={k: v for k, v in headers.items() if k not in PRIVATE_HEADERS},
+            headers=headers,
             attributes={
                 "method": request.method,
                 "path": request.path,
@@ -255,13 +265,24 @@ class _Receiver:
         return HTTPProblem(503, detail, headers={"Retry-After": self.source.retry_after})
 
     def _check_content_type(self, request: web.BaseRequest) -> None:
-        patterns = self.source.content_types
-        media_type = request.content_type.lower()
-        if (
-            patterns
-            and media_type not in patterns
-            and not any(fnmatch.fnmatchcase(media_type, p) for p in patterns)
-        ):
+        source = self.source
+        patterns = source.content_types
+        if not patterns:
+            return
+        # aiohttp parses Content-Type with the email package (microseconds per request);
+        # senders repeat the same few values, so each value is judged once.
+        raw = request.headers.get(hdrs.CONTENT_TYPE)
+        accepted = self._accepted_types.get(raw)
+        if accepted is None:
+            media_type = request.content_type.lower()
+            accepted = media_type in source.exact_types or any(
+                fnmatch.fnmatchcase(media_type, p) for p in source.type_patterns
+            )
+            if len(self._accepted_types) >= _SEEN_TYPES:
+                self._accepted_types.clear()
+            self._accepted_types[raw] = accepted
+        if not accepted:
+            media_type = request.content_type.lower()
             raise HTTPProblem(
                 415,
                 f"content type {media_type!r} is not accepted here; send {', '.join(patterns)}",
@@ -302,19 +323,27 @@ def _headers(request: web.BaseRequest) -> dict[str, str]:
     headers: dict[str, str] = {}
     for name, value in request.headers.items():
         key = name.lower()
-        if key in HOP_BY_HOP:
-            continue
-        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        if key in headers:
+            headers[key] = f"{headers[key]}, {value}"
+        elif key not in HOP_BY_HOP:
+            headers[key] = value
     return headers
 
 
 def _query(request: web.BaseRequest) -> dict[str, Any]:
     """Query parameters: a string each, a list for a repeated one."""
     query: dict[str, Any] = {}
+    if "?" not in request.raw_path:  # no query string: skip parsing the URL for one
+        return query
     for key in request.query:
         values = request.query.getall(key)
         query[key] = values[0] if len(values) == 1 else list(values)
     return query
+
+
+def _is_pattern(media_type: str) -> bool:
+    """Whether fnmatch would treat it as a pattern rather than a plain string."""
+    return any(c in media_type for c in "*?[")
 
 
 @hookimpl

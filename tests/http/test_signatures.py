@@ -30,6 +30,7 @@ from integrator.errors import IntegratorError
 from integrator.http import signatures
 from integrator.http.signatures import (
     SCHEMES,
+    HmacKeys,
     SignatureError,
     SignatureScheme,
     Verified,
@@ -479,6 +480,27 @@ def test_hmac_verifies_each_algorithm_and_encoding(algorithm: str, encoding: str
     options = {"header": "x-signature", "algorithm": algorithm, "encoding": encoding}
     scheme = build("hmac", {"secret": "acme-secret", **options})
     assert scheme.verify(headers, BODY, now=NOW) == Verified()
+
+
+@pytest.mark.parametrize("algorithm", ["sha1", "sha256", "sha512"])
+def test_hmac_verifies_a_secret_longer_than_the_hash_block(algorithm: str) -> None:
+    secret = "k" * 200  # longer than any block (64 or 128 bytes): RFC 2104 hashes it first
+    headers = {"x-signature": hmac_hex(secret, BODY, algorithm)}
+    options = {"header": "x-signature", "algorithm": algorithm}
+    scheme = build("hmac", {"secret": secret, **options})
+    assert scheme.verify(headers, BODY, now=NOW) == Verified()
+
+
+@pytest.mark.parametrize("algorithm", ["sha1", "sha256", "sha512"])
+@pytest.mark.parametrize("key_size", [1, 63, 64, 65, 128, 129, 300])
+def test_precomputed_hmac_keys_agree_with_the_standard_library(
+    algorithm: str, key_size: int
+) -> None:
+    keys = [bytes(range(256))[:key_size] * 2, b"x" * key_size]
+    hmacs = HmacKeys(keys, algorithm)
+    for content in (b"", BODY, BODY * 50, BODY):  # the same content again: states are reused
+        expected = [hmac.digest(key, content, algorithm) for key in keys]
+        assert hmacs.digests(content) == expected
 
 
 def test_hmac_signs_the_id_and_timestamp_in_the_template_order() -> None:

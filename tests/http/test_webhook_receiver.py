@@ -14,9 +14,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
+import msgspec
 import pytest
 import standardwebhooks
+from aiohttp.test_utils import make_mocked_request
 
+from integrator.builtin.webhook import WebhookOptions, WebhookSource, _Receiver
+from integrator.components import Context
+from integrator.http.problem import HTTPProblem
 from tests.http.webhook_support import HelperPlugins, file_route, lines, webhook_daemon
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -58,6 +63,39 @@ async def test_signed_webhook_is_acknowledged_and_delivered(run_route, tmp_path:
         "query": {"tenant": "acme", "tag": ["a", "b"]},
         "remote": "127.0.0.1",
     }
+
+
+@pytest.mark.parametrize("target", ["/hooks/plain", "/hooks/plain?"])
+async def test_a_request_without_query_parameters_has_an_empty_query(
+    run_route, tmp_path: Path, target: str
+) -> None:
+    out = tmp_path / "out.jsonl"
+    async with webhook_daemon(run_route, file_route(out, PLAIN)) as r:
+        assert (await r.request("POST", target, BODY)).status == 202
+        await r.daemon.wait_delivered("r", 1)
+    [message] = lines(out)
+    assert message["attributes"]["query"] == {}
+
+
+async def test_repeated_headers_are_joined_and_hop_by_hop_ones_left_out(
+    run_route, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.jsonl"
+    async with webhook_daemon(run_route, file_route(out, PLAIN)) as r:
+        async with await anyio.connect_tcp("127.0.0.1", r.server.port or 0) as stream:
+            await stream.send(
+                b"POST /hooks/plain HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                b"X-Tag: a\r\nx-tag: b\r\nTE: trailers\r\nConnection: close\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
+            )
+            with anyio.fail_after(5):
+                head = await stream.receive()
+        assert head.startswith(b"HTTP/1.1 202 ")
+        await r.daemon.wait_delivered("r", 1)
+    [message] = lines(out)
+    assert message["headers"]["x-tag"] == "a, b"
+    assert message["headers"]["content-type"] == "application/json"
+    assert "te" not in message["headers"] and "connection" not in message["headers"]
 
 
 async def test_github_published_example_is_accepted(run_route, tmp_path: Path) -> None:
@@ -157,6 +195,59 @@ async def test_wrong_content_type_gets_415(run_route, tmp_path: Path) -> None:
         assert reply.status == 415
         assert reply.headers["Accept-Post"] == "application/json"
         assert r.store.pending() == 0
+
+
+async def test_content_type_parameters_and_case_do_not_matter(run_route, tmp_path: Path) -> None:
+    async with webhook_daemon(run_route, file_route(tmp_path / "o.jsonl", PLAIN)) as r:
+        reply = await r.post("/hooks/plain", BODY, content_type="Application/JSON; charset=utf-8")
+        assert reply.status == 202
+
+
+async def test_a_wildcard_content_type_accepts_the_types_it_matches(
+    run_route, tmp_path: Path
+) -> None:
+    source = f'{PLAIN}\ncontent_types = ["application/*+json"]'
+    async with webhook_daemon(run_route, file_route(tmp_path / "o.jsonl", source)) as r:
+        accepted = await r.post("/hooks/plain", BODY, content_type="application/vnd.api+json")
+        refused = await r.post("/hooks/plain", BODY, content_type="application/json")
+        assert (accepted.status, refused.status) == (202, 415)
+        assert refused.headers["Accept-Post"] == "application/*+json"
+
+
+async def test_each_content_type_keeps_its_own_answer_request_after_request(
+    run_route, tmp_path: Path
+) -> None:
+    async with webhook_daemon(run_route, file_route(tmp_path / "o.jsonl", PLAIN)) as r:
+        statuses = [
+            (await r.post("/hooks/plain", BODY, content_type=content_type)).status
+            for content_type in ["application/json", "text/plain"] * 3
+        ]
+        assert statuses == [202, 415] * 3
+        assert r.stats().received == 3
+
+
+async def test_a_request_without_content_type_gets_415(run_route, tmp_path: Path) -> None:
+    async with webhook_daemon(run_route, file_route(tmp_path / "o.jsonl", PLAIN)) as r:
+        async with await anyio.connect_tcp("127.0.0.1", r.server.port or 0) as stream:
+            await stream.send(
+                b"POST /hooks/plain HTTP/1.1\r\nHost: test\r\nConnection: close\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
+            )
+            with anyio.fail_after(5):
+                head = await stream.receive()
+        assert head.startswith(b"HTTP/1.1 415 ")
+        assert b"'application/octet-stream' is not accepted here" in head
+        assert r.store.pending() == 0
+
+
+def test_a_sender_cycling_through_content_types_cannot_grow_the_receivers_memory() -> None:
+    source = WebhookSource(msgspec.convert({"path": "/hooks/x"}, WebhookOptions), Context("r"))
+    receiver = _Receiver(source, intake=None)  # type: ignore[arg-type]  # not reached
+    for n in range(200):
+        request = make_mocked_request("POST", "/hooks/x", headers={"Content-Type": f"x/{n}"})
+        with pytest.raises(HTTPProblem):
+            receiver._check_content_type(request)
+    assert len(receiver._accepted_types) <= 64
 
 
 async def test_malformed_json_gets_400(run_route, tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from integrator.hookspecs import hookimpl
 from integrator.http.signatures.base import (
+    HmacKeys,
     SecretOptions,
     SignatureError,
     SignatureScheme,
@@ -56,6 +57,7 @@ def integrator_signatures(register: Any) -> None:
 __all__ = [
     "SCHEMES",
     "GitHubSignature",
+    "HmacKeys",
     "HmacOptions",
     "HmacSignature",
     "SecretOptions",

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from typing import Literal
 
 from integrator.http.signatures.base import (
+    HmacKeys,
     SignatureError,
     SignatureScheme,
     TimedOptions,
@@ -32,7 +33,6 @@ from integrator.http.signatures.base import (
     check_timestamp,
     decode_base64,
     decode_hex,
-    digests,
     parse_timestamp,
     require_header,
     require_match,
@@ -109,6 +109,7 @@ class HmacSignature(SignatureScheme):
     def __init__(self, options: HmacOptions) -> None:
         super().__init__(options)
         self.options: HmacOptions = options
+        self._hmac = HmacKeys(self._keys, options.algorithm)
         self._pieces = parse_template(options.signed_content)
         self._decode = decode_hex if options.encoding == "hex" else decode_base64
         self._unit = 0.001 if options.timestamp_unit == "ms" else 1.0
@@ -136,5 +137,5 @@ class HmacSignature(SignatureScheme):
             piece if isinstance(piece, bytes) else values[piece] for piece in self._pieces
         )
         received = self._decode(signature.removeprefix(opts.prefix))
-        require_match(digests(self._keys, content, opts.algorithm), [received])
+        require_match(self._hmac.digests(content), [received])
         return Verified(webhook_id=webhook_id, timestamp=timestamp)

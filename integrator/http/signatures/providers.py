@@ -19,7 +19,6 @@ from integrator.http.signatures.base import (
     check_timestamp,
     decode_base64,
     decode_hex,
-    digests,
     parse_timestamp,
     require_header,
     require_match,
@@ -43,7 +42,7 @@ class GitHubSignature(SignatureScheme):
         algorithm, _, value = signature.partition("=")
         if algorithm != "sha256":
             raise SignatureError(f"malformed header {self.HEADER}")
-        require_match(digests(self._keys, body), [decode_hex(value)])
+        require_match(self._hmac.digests(body), [decode_hex(value)])
         return Verified(webhook_id=headers.get("x-github-delivery") or None)
 
 
@@ -81,7 +80,7 @@ class StripeSignature(SignatureScheme):
         received = [decode_hex(value) for key, _, value in fields if key == "v1"]
         if not received:
             raise SignatureError(f"no v1 signature in header {self.HEADER}")
-        require_match(digests(self._keys, f"{raw_timestamp}.".encode() + body), received)
+        require_match(self._hmac.digests(f"{raw_timestamp}.".encode() + body), received)
         return Verified(webhook_id=_stripe_event_id(body), timestamp=timestamp)
 
 
@@ -114,7 +113,7 @@ class SlackSignature(SignatureScheme):
         if version != "v0":
             raise SignatureError(f"malformed header {self.HEADER}")
         content = f"v0:{raw_timestamp}:".encode() + body
-        require_match(digests(self._keys, content), [decode_hex(value)])
+        require_match(self._hmac.digests(content), [decode_hex(value)])
         return Verified(timestamp=timestamp)
 
 
@@ -131,5 +130,5 @@ class ShopifySignature(SignatureScheme):
 
     def verify(self, headers: Mapping[str, str], body: bytes, *, now: float) -> Verified:
         signature = require_header(headers, self.HEADER)
-        require_match(digests(self._keys, body), [decode_base64(signature.strip())])
+        require_match(self._hmac.digests(body), [decode_base64(signature.strip())])
         return Verified(webhook_id=headers.get("x-shopify-webhook-id") or None)

@@ -14,6 +14,7 @@ import binascii
 from collections.abc import Mapping, Sequence
 
 from integrator.http.signatures.base import (
+    HmacKeys,
     SignatureScheme,
     TimedOptions,
     Verified,
@@ -68,6 +69,7 @@ class StandardWebhooksSignature(SignatureScheme):
     def __init__(self, options: StandardWebhooksOptions) -> None:
         super().__init__(options)
         self._keys = [decode_secret(secret) for secret in options.secrets]
+        self._hmac = HmacKeys(self._keys)
         self._tolerance = float(options.tolerance)
 
     def verify(self, headers: Mapping[str, str], body: bytes, *, now: float) -> Verified:
@@ -76,7 +78,7 @@ class StandardWebhooksSignature(SignatureScheme):
         signature = require_header(headers, "webhook-signature", "svix-signature")
         timestamp = parse_timestamp(raw_timestamp, "webhook-timestamp")
         check_timestamp(timestamp, now=now, tolerance=self._tolerance)
-        expected = digests(self._keys, _signed_content(msg_id, raw_timestamp, body))
+        expected = self._hmac.digests(_signed_content(msg_id, raw_timestamp, body))
         received = (
             decode_base64(value)
             for version, _, value in (entry.partition(",") for entry in signature.split())

@@ -1,0 +1,46 @@
+"""Message ids made when a source has none: UUIDv7, time-ordered, unique."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from integrator.message import Message, new_id
+
+
+def test_a_new_id_is_a_version_7_uuid_in_canonical_form() -> None:
+    text = new_id()
+    parsed = uuid.UUID(text)
+    assert (parsed.version, parsed.variant) == (7, uuid.RFC_4122)
+    assert str(parsed) == text
+
+
+def test_a_new_id_starts_with_the_current_unix_time_in_milliseconds() -> None:
+    before = time.time_ns() // 1_000_000
+    stamp = int(uuid.UUID(new_id()).hex[:12], 16)
+    after = time.time_ns() // 1_000_000
+    assert before <= stamp <= after
+
+
+def test_new_ids_are_unique() -> None:
+    assert len({new_id() for _ in range(50_000)}) == 50_000
+
+
+def test_new_ids_of_later_milliseconds_sort_later() -> None:
+    first = new_id()
+    time.sleep(0.002)
+    assert new_id() > first
+
+
+def test_new_ids_vary_in_every_random_digit() -> None:
+    # 74 random bits: each hex digit after the timestamp (but the fixed version and the
+    # variant's two bits) takes more than one value over a few hundred ids.
+    ids = [uuid.UUID(new_id()).hex for _ in range(500)]
+    for position in [*range(13, 16), *range(17, 32)]:
+        assert len({text[position] for text in ids}) > 1, position
+    assert {text[16] for text in ids} == set("89ab")
+
+
+def test_a_message_without_an_id_gets_a_new_one() -> None:
+    assert uuid.UUID(Message(body=1).id).version == 7
+    assert Message(body=1).id != Message(body=1).id
