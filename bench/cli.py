@@ -127,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     print(notes(scenarios))
     print(
         f"\n{mode} run, {elapsed:.0f}s; generator {settings.generator}; "
+        f"event loop {'uvloop' if details['packages'].get('uvloop') else 'asyncio'} "
+        "(daemon and baselines); "
         f"{details['cpu_model']} x{details['cpus']}, Python {details['python']}, "
         f"kernel {details['kernel']}; load average {details['loadavg_start'][0]:.1f} -> "
         f"{details['loadavg_end'][0]:.1f}"

@@ -222,6 +222,7 @@ def machine(workdir: Path, generator: str) -> dict[str, Any]:
         "wrk": wrk_version,
         "git_commit": commit,
         "packages": {
-            name: _version(name) for name in ("aiohttp", "anyio", "msgspec", "jsonschema", "uvloop")
+            name: _version(name)
+            for name in ("aiohttp", "anyio", "msgspec", "jsonschema", "jsonschema-rs", "uvloop")
         },
     }

@@ -24,6 +24,7 @@ import socket
 import sqlite3
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import msgspec
 from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
@@ -225,7 +226,17 @@ def main() -> None:
     parser.add_argument("--db", default="", help="durable: the SQLite file")
     parser.add_argument("--secret", default="", help="durable: the HMAC secret")
     args = parser.parse_args()
-    asyncio.run(serve(APPS[args.kind](args), args.port))
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(serve(APPS[args.kind](args), args.port))
+
+
+def _loop_factory() -> Any:
+    """uvloop when installed, as the daemon does, so both sides run the same event loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 if __name__ == "__main__":
