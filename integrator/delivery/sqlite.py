@@ -13,6 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -368,6 +369,10 @@ class SQLiteStore(Store):
                         blob = encode(m)
                         rows.append((item.route, sink, m.id, blob, item.seq, now))
                         written.append((m, len(blob)))
+        if not rows:  # every item dropped or filtered: only the inbox rows go
+            await self._write(partial(_delete_rows, "inbox", seqs))
+            self._recent_inbox.forget(seq for (seq,) in seqs)
+            return
         first_seq = 0
         keys: list[Key] = [(row[0], row[1]) for row in rows]
 
@@ -447,13 +452,7 @@ class SQLiteStore(Store):
 
     async def delivered_many(self, deliveries: Sequence[Delivery]) -> None:
         seqs = [(d.seq,) for d in deliveries]
-
-        def op(conn: sqlite3.Connection) -> tuple[None, int]:
-            before = conn.total_changes
-            conn.executemany("DELETE FROM deliveries WHERE seq = ?", seqs)
-            return None, -(conn.total_changes - before)
-
-        await self._write(op)
+        await self._write(partial(_delete_rows, "deliveries", seqs))
         self._recent_deliveries.forget(seq for (seq,) in seqs)
 
     async def reschedule(self, delivery: Delivery, next_at: float, error: str) -> None:
@@ -876,6 +875,13 @@ def _data_version(conn: sqlite3.Connection) -> int:
     """Changes whenever another connection commits to the database."""
     (version,) = conn.execute("PRAGMA data_version").fetchone()
     return int(version)
+
+
+def _delete_rows(table: str, seqs: list[tuple[int]], conn: sqlite3.Connection) -> tuple[None, int]:
+    """An op: delete rows by seq (those already gone are skipped); pending drops by the rest."""
+    before = conn.total_changes
+    conn.executemany(f"DELETE FROM {table} WHERE seq = ?", seqs)
+    return None, -(conn.total_changes - before)
 
 
 def _existing(conn: sqlite3.Connection, table: str, seqs: list[int]) -> set[int]:

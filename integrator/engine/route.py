@@ -273,9 +273,11 @@ class RouteRuntime:
                 continue
             outputs = self._outputs
             self.stats.processed += 1
-            if not outputs:
+            if outputs:
+                done.append((item, self._by_sink(outputs)))
+            else:
                 self.stats.dropped += 1
-            done.append((item, self._by_sink(outputs)))
+                done.append((item, {}))
         if done:
             await self.services.store.route_done(done)
             fed = {name for _, outputs in done for name in outputs}
