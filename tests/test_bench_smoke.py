@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -103,3 +104,19 @@ def test_the_table_is_printed(smoke: dict[str, Any]) -> None:
     for title in ("1 durable ingest", "2 end to end", "3 middleware chain", "4 backlog", "5 idle"):
         assert title in smoke["stdout"]
     assert "PASS" in smoke["stdout"] or "MISS" in smoke["stdout"]
+
+
+@pytest.mark.parametrize("server", ["integrator", "ref", "bare"])
+def test_the_in_process_harness_runs(server: str) -> None:
+    argv = ["-m", "bench.inprocess", "--server", server, "--requests", "300", "--warmup", "64"]
+    done = subprocess.run(
+        [sys.executable, *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = re.match(rf"{server}: ([\d.]+) us CPU per request", done.stdout)
+    assert found is not None, done.stdout
+    assert float(found.group(1)) > 0
