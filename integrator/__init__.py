@@ -10,6 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from integrator.components import Intake, Middleware, Next, Sink, Source
 from integrator.errors import DeliveryError, IntegratorError, Reject
 from integrator.hookspecs import hookimpl
+from integrator.lazy import lazy_exports
 from integrator.message import Message
 from integrator.types import Duration, Secret, Size, redact_url, remember_url_password
 
@@ -33,6 +34,7 @@ __all__ = [
     "Source",
     "__version__",
     "hookimpl",
+    "lazy_exports",
     "redact_url",
     "remember_url_password",
 ]

@@ -7,10 +7,9 @@ durable), and the ``postgres`` sink (INSERT or UPSERT, batched in transactions).
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
-from integrator import hookimpl
+from integrator import hookimpl, lazy_exports
 
 if TYPE_CHECKING:
     from integrator_postgres.connection import ConnectionOptions, PostgresConnectorError, TLSOptions
@@ -44,12 +43,7 @@ _EXPORTS = {
     "TLSOptions": "integrator_postgres.connection",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 @hookimpl

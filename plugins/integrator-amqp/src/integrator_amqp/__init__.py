@@ -7,10 +7,9 @@ it is found through the ``integrator`` entry point.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
-from integrator import hookimpl
+from integrator import hookimpl, lazy_exports
 
 if TYPE_CHECKING:
     from integrator_amqp.connection import AmqpUnavailable
@@ -27,12 +26,7 @@ _EXPORTS = {
     "AmqpUnavailable": "integrator_amqp.connection",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 @hookimpl

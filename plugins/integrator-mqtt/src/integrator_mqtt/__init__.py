@@ -8,10 +8,9 @@ waits for the broker's acknowledgement). Installed, it is found through the
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
-from integrator import hookimpl
+from integrator import hookimpl, lazy_exports
 
 if TYPE_CHECKING:
     from integrator_mqtt.connection import MqttUnavailable
@@ -28,12 +27,7 @@ _EXPORTS = {
     "MqttUnavailable": "integrator_mqtt.connection",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 @hookimpl

@@ -7,10 +7,9 @@ engine commits), the ``redis_stream`` sink (XADD) and the ``redis_publish`` sink
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
-from integrator import hookimpl
+from integrator import hookimpl, lazy_exports
 
 if TYPE_CHECKING:
     from integrator_redis.connection import RedisUnavailable
@@ -28,12 +27,7 @@ _EXPORTS = {
     "RedisUnavailable": "integrator_redis.connection",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 @hookimpl
