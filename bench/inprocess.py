@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
-import hmac
 import logging
 import os
 import re
@@ -35,7 +33,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import msgspec
 from aiohttp import web
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,7 +40,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.payloads import SECRET, event_bytes, github_signature  # noqa: E402
-from bench.servers import GroupCommit  # noqa: E402
+from bench.servers import GroupCommit, bare_handler, durable_handler  # noqa: E402
 
 CONNECTIONS = 64
 ROUTE = f"""
@@ -154,29 +151,11 @@ async def measure(server: str, requests: int, warmup: int) -> tuple[float, float
         if server == "ref":
             store = GroupCommit(str(state / "ref.db"))
             committer = asyncio.get_running_loop().create_task(store.committer())
-            secret = SECRET.encode()
-
-            async def reference(request: web.BaseRequest) -> web.StreamResponse:
-                body = await request.read()
-                expected = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
-                if not hmac.compare_digest(
-                    expected, request.headers.get("X-Hub-Signature-256", "")
-                ):
-                    return web.Response(status=401)
-                msgspec.json.decode(body)
-                await store.add(body)
-                return web.Response(status=202)
-
             try:
-                return await drive(reference, requests, warmup)
+                return await drive(durable_handler(store, SECRET.encode()), requests, warmup)
             finally:
                 committer.cancel()
-
-        async def bare(request: web.BaseRequest) -> web.StreamResponse:
-            await request.read()
-            return web.Response(status=202)
-
-        return await drive(bare, requests, warmup)
+        return await drive(bare_handler, requests, warmup)
     finally:
         shutil.rmtree(state, ignore_errors=True)
 

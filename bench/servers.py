@@ -96,28 +96,32 @@ class GroupCommit:
 
 
 def durable_app(args: argparse.Namespace) -> web.Application:
-    store_key = web.AppKey("store", GroupCommit)
-    secret = args.secret.encode()
+    store = GroupCommit(args.db)
 
-    async def store_ctx(app: web.Application) -> AsyncIterator[None]:
-        app[store_key] = GroupCommit(args.db)
-        task = asyncio.get_running_loop().create_task(app[store_key].committer())
+    async def committer_ctx(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.get_running_loop().create_task(store.committer())
         yield
         task.cancel()
 
-    async def handle(request: web.Request) -> web.Response:
+    app = web.Application()
+    app.cleanup_ctx.append(committer_ctx)
+    app.router.add_post("/{tail:.*}", durable_handler(store, args.secret.encode()))
+    return app
+
+
+def durable_handler(store: GroupCommit, secret: bytes) -> Any:
+    """The reference's request handler: HMAC check, JSON decode, group commit, 202."""
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
         body = await request.read()
         expected = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, request.headers.get("X-Hub-Signature-256", "")):
             return web.Response(status=401)
         msgspec.json.decode(body)
-        await request.app[store_key].add(body)
+        await store.add(body)
         return web.Response(status=202)
 
-    app = web.Application()
-    app.cleanup_ctx.append(store_ctx)
-    app.router.add_post("/{tail:.*}", handle)
-    return app
+    return handle
 
 
 # -- relay: the end-to-end baseline (HTTP in, HTTP out, nothing durable) -------------------
