@@ -12,7 +12,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -845,13 +845,8 @@ class _Committed:
                 missing.append(seq)
             else:
                 found[seq] = entry[0]
-        for start in range(0, len(missing), 500):
-            chunk = missing[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            for seq, blob in conn.execute(
-                f"SELECT seq, message FROM {self.table} WHERE seq IN ({marks})", chunk
-            ):
-                found[seq] = decode(blob)
+        for seq, blob in _select_by_seq(conn, self.table, "seq, message", missing):
+            found[seq] = decode(blob)
         return found
 
 
@@ -886,14 +881,18 @@ def _delete_rows(table: str, seqs: list[tuple[int]], conn: sqlite3.Connection) -
 
 def _existing(conn: sqlite3.Connection, table: str, seqs: list[int]) -> set[int]:
     """Which of ``seqs`` still have a row in ``table``."""
-    found: set[int] = set()
+    return {seq for (seq,) in _select_by_seq(conn, table, "seq", seqs)}
+
+
+def _select_by_seq(
+    conn: sqlite3.Connection, table: str, columns: str, seqs: list[int]
+) -> Iterator[tuple[Any, ...]]:
+    """``columns`` of the rows of ``table`` whose seq is in ``seqs`` (500 per query,
+    well under SQLite's limit on parameters)."""
     for start in range(0, len(seqs), 500):
         chunk = seqs[start : start + 500]
         marks = ",".join("?" * len(chunk))
-        found.update(
-            seq for (seq,) in conn.execute(f"SELECT seq FROM {table} WHERE seq IN ({marks})", chunk)
-        )
-    return found
+        yield from conn.execute(f"SELECT {columns} FROM {table} WHERE seq IN ({marks})", chunk)
 
 
 def _dlq_filter(route: str | None, since: float | None) -> tuple[str, tuple[Any, ...]]:
