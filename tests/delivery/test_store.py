@@ -132,6 +132,63 @@ async def test_route_done_skips_only_the_items_already_done(store: SQLiteStore) 
     assert store.pending() == 3
 
 
+async def test_done_items_with_gaps_between_them_delete_only_their_own_rows(
+    store: SQLiteStore,
+) -> None:
+    await store.enqueue("r", [Message(body=n, id=f"m{n}") for n in range(6)])
+    items = await store.inbox_after("r", 0, 10)
+    # Deleted as runs of consecutive seqs: m0-m1 and m3-m4; m2 and m5 stay.
+    await store.route_done([(items[n], {}) for n in (4, 0, 3, 1)])
+    other = await _reopened(store)
+    try:
+        left = [i.message.id for i in await other.inbox_after("r", 0, 10)]
+    finally:
+        await other.close()
+    assert left == ["m2", "m5"]
+    assert store.pending() == 2
+
+
+async def test_delivered_rows_with_gaps_between_them_go_alone(store: SQLiteStore) -> None:
+    await store.enqueue("r", [Message(body=n, id=f"m{n}") for n in range(5)])
+    items = await store.inbox_after("r", 0, 10)
+    await store.route_done([(item, {"a": [item.message]}) for item in items])
+    deliveries = await store.deliveries_after("r", "a", 0, 10)
+    await store.delivered_many([deliveries[n] for n in (0, 2, 4)])
+    other = await _reopened(store)
+    try:
+        left = [d.message.id for d in await other.deliveries_after("r", "a", 0, 10)]
+    finally:
+        await other.close()
+    assert left == ["m1", "m3"]
+    assert store.pending() == 2
+
+
+async def test_a_stage_write_shares_the_commit_of_intake_that_follows_it(
+    store: SQLiteStore,
+) -> None:
+    await store.enqueue("r", [Message(body=n) for n in range(2)])
+    first, second = await store.inbox_after("r", 0, 10)
+    commits: list[tuple[int, int]] = []
+    original = store._commit
+
+    def recording(batch) -> None:  # type: ignore[no-untyped-def]
+        commits.append((len(batch.inbox), len(batch.ops)))
+        original(batch)
+
+    store._commit = recording  # type: ignore[method-assign]
+    store.LINGER = 30.0
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(store.route_done, [(first, {})])
+        await anyio.sleep(0.05)  # the stage's write is queued and lingering
+        tg.start_soon(store.enqueue, "r", [Message(body=2)])
+    assert commits == [(1, 1)]
+    # With no intake to join, it commits on its own once it has lingered.
+    store.LINGER = 0.01
+    await store.route_done([(second, {})])
+    assert commits == [(1, 1), (0, 1)]
+    assert store.pending() == 1
+
+
 def _insert_from_another_process(store: SQLiteStore, route: str, msg_id: str) -> None:
     """What `integrator dlq replay` in another process does: a row this store never wrote."""
     from integrator.message import encode
