@@ -206,10 +206,22 @@ class _Receiver:
         declared = request.content_length
         if declared is not None and declared > source.max_body:
             raise self._too_large()
-        self._check_content_type(request)
-        body = await self._read_body(request)
+        if source.content_types and not self._accepted_types.get(
+            request.headers.get(hdrs.CONTENT_TYPE)
+        ):
+            self._check_content_type(request)
+        content = request.content
+        if content.is_eof():
+            # The whole body is already buffered (the common case for small events):
+            # take it without a timer, which costs more than the read itself.
+            body = content.read_nowait()
+            if len(body) > source.max_body:
+                raise self._too_large()
+        else:
+            body = await self._read_body(request)
         headers = _headers(request)
-        webhook_id = self._verify(request, headers, body)
+        scheme = source.scheme
+        webhook_id = None if scheme is None else self._verify(scheme, request, headers, body)
         payload: Any = body
         if source.options.require_json:
             try:
@@ -228,7 +240,8 @@ class _Receiver:
             attributes={
                 "method": request.method,
                 "path": request.path,
-                "query": _query(request),
+                # Parse the query only when there is one.
+                "query": _query(request) if "?" in request.raw_path else {},
                 "remote": request.remote or "",
             },
             id=webhook_id or new_id(),
@@ -244,11 +257,14 @@ class _Receiver:
             )
         return web.Response(status=source.options.response_status)
 
-    def _verify(self, request: web.BaseRequest, headers: dict[str, str], body: bytes) -> str | None:
-        """Check the signature (if the route has a scheme); the sender's webhook id, if any."""
-        scheme = self.source.scheme
-        if scheme is None:
-            return None
+    def _verify(
+        self,
+        scheme: SignatureScheme,
+        request: web.BaseRequest,
+        headers: dict[str, str],
+        body: bytes,
+    ) -> str | None:
+        """Check the signature under the route's scheme; the sender's webhook id, if any."""
         try:
             return scheme.verify(headers, body, now=time.time()).webhook_id
         except SignatureError as err:
@@ -265,12 +281,12 @@ class _Receiver:
         return HTTPProblem(503, detail, headers={"Retry-After": self.source.retry_after})
 
     def _check_content_type(self, request: web.BaseRequest) -> None:
+        """Judge a Content-Type value not yet known to be accepted (415 if refused).
+
+        aiohttp parses Content-Type with the email package (microseconds per request);
+        senders repeat the same few values, so each value is judged once.
+        """
         source = self.source
-        patterns = source.content_types
-        if not patterns:
-            return
-        # aiohttp parses Content-Type with the email package (microseconds per request);
-        # senders repeat the same few values, so each value is judged once.
         raw = request.headers.get(hdrs.CONTENT_TYPE)
         accepted = self._accepted_types.get(raw)
         if accepted is None:
@@ -283,6 +299,7 @@ class _Receiver:
             self._accepted_types[raw] = accepted
         if not accepted:
             media_type = request.content_type.lower()
+            patterns = source.content_types
             raise HTTPProblem(
                 415,
                 f"content type {media_type!r} is not accepted here; send {', '.join(patterns)}",
@@ -294,16 +311,8 @@ class _Receiver:
         return HTTPProblem(413, f"the body is larger than {limit} bytes", close=True)
 
     async def _read_body(self, request: web.BaseRequest) -> bytes:
-        """The body, counted as it arrives (a chunked body declares no length)."""
+        """A body still arriving, counted as it comes (a chunked body declares no length)."""
         limit = self.source.max_body
-        content = request.content
-        if content.is_eof():
-            # The whole body is already buffered (the common case for small events):
-            # take it without a timer, which costs more than the read itself.
-            body = content.read_nowait()
-            if len(body) > limit:
-                raise self._too_large()
-            return body
         chunks: list[bytes] = []
         size = 0
         try:
@@ -333,8 +342,6 @@ def _headers(request: web.BaseRequest) -> dict[str, str]:
 def _query(request: web.BaseRequest) -> dict[str, Any]:
     """Query parameters: a string each, a list for a repeated one."""
     query: dict[str, Any] = {}
-    if "?" not in request.raw_path:  # no query string: skip parsing the URL for one
-        return query
     for key in request.query:
         values = request.query.getall(key)
         query[key] = values[0] if len(values) == 1 else list(values)

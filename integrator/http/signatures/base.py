@@ -138,11 +138,13 @@ class HmacKeys:
 
     Each key is set up once (``hmac.new``) and copied per request, so a request
     costs the hashes of its content only: ~2.0 us for a 1 KB body against ~3.2 us
-    for ``hmac.digest``, which sets the key up again on every call.
+    for ``hmac.digest``, which sets the key up again on every call. Where the
+    ``hmac`` module wraps OpenSSL's HMAC object, the object itself is kept: it has
+    the same ``copy``/``update``/``digest`` in C, without the Python wrapper's calls.
     """
 
     def __init__(self, keys: Iterable[bytes], algorithm: str = "sha256") -> None:
-        self._macs = [hmac.new(key, digestmod=algorithm) for key in keys]
+        self._macs = [_unwrapped(hmac.new(key, digestmod=algorithm)) for key in keys]
 
     def digests(self, content: bytes) -> list[bytes]:
         """The HMAC of ``content`` under each key, in the keys' order."""
@@ -152,6 +154,12 @@ class HmacKeys:
             mac.update(content)
             macs.append(mac.digest())
         return macs
+
+
+def _unwrapped(mac: hmac.HMAC) -> Any:
+    """The C HMAC object inside ``mac`` when there is one (CPython with OpenSSL)."""
+    inner = getattr(mac, "_hmac", None)
+    return mac if inner is None else inner
 
 
 def any_match(expected: Iterable[bytes], received: Iterable[bytes]) -> bool:
