@@ -293,20 +293,19 @@ class SQLiteStore(Store):
         now = time.time()
         if dedupe_window is not None:
             return await self._enqueue_once(route, messages, dedupe_window, now)
-        rows = [(route, m.id, encode(m), now) for m in messages]
         batch = self._batch
         start = len(batch.inbox)
-        batch.inbox.extend(rows)
+        sizes = []
+        for m in messages:
+            blob = encode(m)
+            batch.inbox.append((route, m.id, blob, now))
+            sizes.append(len(blob))
         await self._committed(batch)
-        first = batch.first_inbox_seq + start
-        key = (route,)
-        self._recent_inbox.add(
-            [
-                (key, first + i, m, len(row[2]))
-                for i, (m, row) in enumerate(zip(messages, rows, strict=True))
-            ]
-        )  # only once committed
-        return [True] * len(rows)
+        # Only once committed; the rows' seqs are consecutive (one executemany).
+        first, key = batch.first_inbox_seq + start, (route,)
+        items = zip(range(first, first + len(sizes)), messages, sizes, strict=True)
+        self._recent_inbox.add([(key, seq, m, size) for seq, m, size in items])
+        return [True] * len(messages)
 
     async def _enqueue_once(
         self, route: str, messages: Sequence[Message], dedupe_window: float, now: float
