@@ -11,6 +11,7 @@ import msgspec
 _random = random.Random()  # seeded from os.urandom
 _VARIANT = 0b10 << 62
 _NOT_VARIANT = ~(0b11 << 62)
+_VERSION = 0x7 << 76
 
 
 def new_id() -> str:
@@ -21,10 +22,10 @@ def new_id() -> str:
     """
     ms = time.time_ns() // 1_000_000
     # 76 random bits, two of them overwritten by the variant (10); unique, not secret:
-    # ids are not credentials. The version digit 7 goes in between when formatting.
+    # ids are not credentials. The version (7) goes in the four bits above them.
     rand = (_random.getrandbits(76) & _NOT_VARIANT) | _VARIANT
-    text = f"{(ms << 76) | rand:031x}"
-    return f"{text[:8]}-{text[8:12]}-7{text[12:15]}-{text[15:19]}-{text[19:]}"
+    text = ((ms << 80) | _VERSION | rand).to_bytes(16, "big").hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 class Message(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -162,16 +162,6 @@ def _unwrapped(mac: hmac.HMAC) -> Any:
     return mac if inner is None else inner
 
 
-def any_match(expected: Iterable[bytes], received: Iterable[bytes]) -> bool:
-    """True when some received signature equals some expected one (constant time each)."""
-    received = list(received)
-    matched = False
-    for mine in expected:
-        for theirs in received:
-            matched |= hmac.compare_digest(mine, theirs)
-    return matched
-
-
 def decode_hex(value: str) -> bytes | None:
     """Bytes from hex, or None when it is not hex."""
     try:
@@ -189,6 +179,16 @@ def decode_base64(value: str) -> bytes | None:
 
 
 def require_match(expected: Iterable[bytes], received: Iterable[bytes | None]) -> None:
-    """Raise unless one of the well-formed received signatures matches."""
-    if not any_match(expected, [sig for sig in received if sig is not None]):
+    """Raise unless one of the well-formed received signatures matches some expected one.
+
+    Every pair is compared (in constant time each), so the time taken does not tell
+    which key or which of several signatures matched.
+    """
+    expected = list(expected)
+    matched = False
+    for theirs in received:
+        if theirs is not None:
+            for mine in expected:
+                matched |= hmac.compare_digest(mine, theirs)
+    if not matched:
         raise SignatureError("no matching signature")
