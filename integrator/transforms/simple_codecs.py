@@ -11,44 +11,44 @@ from integrator.transforms.codec import Codec, CodecError, scalar_text
 from integrator.transforms.paths import describe_kind
 
 
-class JsonCodec(Codec):
+class _MsgspecCodec(Codec):
+    """A format msgspec reads and writes: JSON's data model, errors in the format's name."""
+
+    json_model = True
+    #: msgspec's module for the format, and the format's name in error messages.
+    module: Any
+    label: str
+
+    def decode(self, data: bytes) -> Any:
+        try:
+            return self.module.decode(data)
+        except msgspec.DecodeError as err:
+            raise CodecError(f"invalid {self.label}: {err}") from err
+
+    def encode(self, value: Any) -> bytes:
+        try:
+            encoded: bytes = self.module.encode(value)
+        except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as err:
+            raise CodecError(f"cannot write {self.label}: {err}") from err
+        return encoded
+
+
+class JsonCodec(_MsgspecCodec):
     """JSON (RFC 8259), UTF-8."""
 
     name = "json"
     content_type = "application/json"
-    json_model = True
-
-    def decode(self, data: bytes) -> Any:
-        try:
-            return msgspec.json.decode(data)
-        except msgspec.DecodeError as err:
-            raise CodecError(f"invalid JSON: {err}") from err
-
-    def encode(self, value: Any) -> bytes:
-        try:
-            return msgspec.json.encode(value)
-        except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as err:
-            raise CodecError(f"cannot write JSON: {err}") from err
+    module = msgspec.json
+    label = "JSON"
 
 
-class MsgpackCodec(Codec):
+class MsgpackCodec(_MsgspecCodec):
     """MessagePack: JSON's data model in a compact binary form."""
 
     name = "msgpack"
     content_type = "application/msgpack"
-    json_model = True
-
-    def decode(self, data: bytes) -> Any:
-        try:
-            return msgspec.msgpack.decode(data)
-        except msgspec.DecodeError as err:
-            raise CodecError(f"invalid MessagePack: {err}") from err
-
-    def encode(self, value: Any) -> bytes:
-        try:
-            return msgspec.msgpack.encode(value)
-        except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as err:
-            raise CodecError(f"cannot write MessagePack: {err}") from err
+    module = msgspec.msgpack
+    label = "MessagePack"
 
 
 class TextCodec(Codec):
