@@ -156,8 +156,7 @@ class HttpPollSource(Source):
                 await self.cycle(intake, client)
                 delay = self.schedule.delay_after(started, anyio.current_time(), time.time())
         finally:
-            with anyio.CancelScope(shield=True):
-                await clients.release(client)
+            await clients.release(client)
 
     async def cycle(self, intake: Intake, client: HttpClient) -> None:
         """One scheduled poll: skipped under backpressure; errors logged, never raised."""

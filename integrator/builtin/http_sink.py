@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlencode
 
-import anyio
 import msgspec
 import yarl
 
@@ -142,10 +141,9 @@ class HttpSink(Sink):
         self.client = await clients.acquire(self.options.connection, self.connection)
 
     async def close(self) -> None:
-        if self.client is not None:
-            client, self.client = self.client, None
-            with anyio.CancelScope(shield=True):
-                await http_clients(self.context).release(client)
+        client, self.client = self.client, None
+        if client is not None:
+            await http_clients(self.context).release(client)
 
     async def deliver(self, message: Message) -> None:
         assert self.client is not None, "open() first"

@@ -396,14 +396,19 @@ class HttpClients:
         return client
 
     async def release(self, client: HttpClient) -> None:
-        """Give a client back; the last user closes it."""
+        """Give a client back; the last user closes it.
+
+        Shielded from cancellation: components release in their cleanup, which often
+        runs because their task is being cancelled.
+        """
         client.users -= 1
         if client.users > 0:
             return
         key = client.name or ""
         if self._clients.get(key) is client:
             del self._clients[key]
-        await client.close()
+        with anyio.CancelScope(shield=True):
+            await client.close()
 
     async def close(self) -> None:
         """Close every client (daemon shutdown), whoever still holds one."""

@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import anyio
 import msgspec
 
 from integrator.components import Context, Middleware, Next
@@ -185,10 +184,9 @@ class EnrichMiddleware(Middleware):
             self.client = await clients.acquire(self.options.connection, self.connection)
 
     async def close(self) -> None:
-        if self.client is not None:
-            client, self.client = self.client, None
-            with anyio.CancelScope(shield=True):
-                await http_clients(self.context).release(client)
+        client, self.client = self.client, None
+        if client is not None:
+            await http_clients(self.context).release(client)
 
     async def __call__(self, message: Message, call_next: Next) -> None:
         if self.options.lookup == "table":

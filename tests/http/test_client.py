@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import msgspec
 import pytest
 from aiohttp import web
@@ -307,6 +308,25 @@ async def test_users_of_a_connection_share_one_client_until_the_last_release() -
     assert not first.closed
     await clients.release(second)
     assert first.closed
+
+
+async def test_the_last_release_closes_the_client_even_while_cancelled() -> None:
+    clients = HttpClients()
+    client = await clients.acquire("api", connection(url="http://127.0.0.1:1"))
+    close = client.close
+    finished = False
+
+    async def slow_close() -> None:  # an auth provider's close that awaits something
+        nonlocal finished
+        await anyio.lowlevel.checkpoint()
+        await close()
+        finished = True
+
+    client.close = slow_close  # type: ignore[method-assign]
+    with anyio.CancelScope() as scope:
+        scope.cancel()  # as when a component's task is cancelled and it cleans up
+        await clients.release(client)
+    assert finished and client.closed
 
 
 async def test_changed_connection_settings_give_new_users_a_new_client() -> None:
