@@ -86,11 +86,10 @@ class SwitchMiddleware(Middleware):
 
     def choose(self, message: Message) -> list[str] | None:
         """The sinks for ``message``, or None when no case matches and there is no default."""
-        view = message.to_dict()
         chosen: list[str] | None = None
         for index, (when, sinks) in enumerate(self.cases):
             try:
-                matched = when.matches(view)
+                matched = when.matches(message)  # reads the message's fields directly
             except ExpressionError as err:
                 raise Reject(f"switch: cases[{index}].when: {err}") from err
             if not matched:

@@ -52,13 +52,14 @@ class Template:
     ) -> str:
         """The text, with each hole's value passed through ``escape`` when given
         (percent-encoding for URLs); literal text is never escaped."""
-        view = data.to_dict() if isinstance(data, Message) else data
         out: list[str] = []
         for part in self._parts:
             if isinstance(part, str):
                 out.append(part)
             else:
-                value = render_value(part.evaluate(view))
+                # A message is handed over as it is: most expressions read its fields
+                # directly, without building its to_dict() view.
+                value = render_value(part.evaluate(data))
                 out.append(escape(value) if escape is not None else value)
         return "".join(out)
 
