@@ -42,7 +42,7 @@ def notify_ready() -> None:
 # -- bare: the ingest baseline ----------------------------------------------------------------
 
 
-async def bare_handler(request: web.Request) -> web.Response:
+async def bare_handler(request: web.BaseRequest) -> web.Response:
     await request.read()
     return web.Response(status=202)
 

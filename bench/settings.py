@@ -33,6 +33,10 @@ class Settings:
     profile: bool = False
     #: Where py-spy's profiles go.
     profile_dir: Path | None = None
+    #: Turns each server of the ingest scenario gets: the measured ``duration`` is split
+    #: between them and the servers take turns, so drift in the machine's speed during
+    #: the run falls on each alike.
+    rounds: int = 1
 
     @property
     def scaled(self) -> bool:
@@ -49,7 +53,7 @@ def for_mode(
     elif mode == "quick":
         base = Settings(mode, 3.0, 0.5, 15_000, 8.0, 1, 0.7, 20.0, workdir, generator)
     else:
-        base = Settings(mode, 10.0, 2.0, 100_000, 30.0, 3, 3.0, 60.0, workdir, generator)
+        base = Settings(mode, 10.0, 2.0, 100_000, 30.0, 3, 3.0, 60.0, workdir, generator, rounds=3)
     return Settings(
         mode=base.mode,
         duration=duration if duration is not None else base.duration,
@@ -64,4 +68,5 @@ def for_mode(
         connections=base.connections,
         profile=profile,
         profile_dir=workdir.parent / "profiles" if profile else None,
+        rounds=base.rounds,
     )

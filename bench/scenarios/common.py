@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,20 +34,76 @@ def measure(
     *,
     warmup: bool = True,
     profile: bool = False,
+    seconds: float | None = None,
 ) -> Measured:
-    """Warm up, then load ``pid``'s server for ``settings.duration`` while metering it."""
+    """Warm up, then load ``pid``'s server for ``seconds`` (default: the settings'
+    duration) while metering it."""
     workdir = settings.workdir / "load"
+    duration = settings.duration if seconds is None else seconds
     warmup_ok = 0
     if warmup and settings.warmup > 0:
         warmup_ok = run_load(spec, settings.warmup, settings.generator, workdir).ok
-    recording = Profile(settings, pid, name, settings.duration) if profile else None
+    recording = Profile(settings, pid, name, duration) if profile else None
     with UsageMeter(pid) as meter:
         if recording is not None:
             with recording:
-                load = run_load(spec, settings.duration, settings.generator, workdir)
+                load = run_load(spec, duration, settings.generator, workdir)
         else:
-            load = run_load(spec, settings.duration, settings.generator, workdir)
+            load = run_load(spec, duration, settings.generator, workdir)
     return Measured(load, meter.result, recording.summary if recording else {}, warmup_ok)
+
+
+def measure_in_turns(
+    settings: Settings, servers: dict[str, tuple[int, LoadSpec]], *, profile: str | None = None
+) -> dict[str, Measured]:
+    """Load each server in turn, ``settings.rounds`` times, the order rotating each round.
+
+    On a shared host the machine's speed drifts over a run; in turns, each server
+    gets its share of the fast and the slow moments instead of one server getting
+    all of one. Each server warms up once, first. ``profile`` names the server to
+    record (its first turn). Throughput, CPU and errors add up over the turns;
+    latency percentiles are the median of the turns'; RSS is the highest.
+    """
+    names = list(servers)
+    workdir = settings.workdir / "load"
+    warmed = {name: 0 for name in names}
+    if settings.warmup > 0:
+        for name, (_, spec) in servers.items():
+            warmed[name] = run_load(spec, settings.warmup, settings.generator, workdir).ok
+    turns: dict[str, list[Measured]] = {name: [] for name in names}
+    seconds = settings.duration / settings.rounds
+    for turn in range(settings.rounds):
+        shift = turn % len(names)
+        for name in names[shift:] + names[:shift]:
+            pid, spec = servers[name]
+            record = name == profile and turn == 0
+            turns[name].append(
+                measure(settings, pid, spec, name, warmup=False, profile=record, seconds=seconds)
+            )
+    return {name: _combined(turns[name], warmed[name]) for name in names}
+
+
+def _combined(parts: list[Measured], warmup_ok: int) -> Measured:
+    loads = [part.load for part in parts]
+    usages = [part.usage for part in parts]
+    load = LoadResult(
+        generator=loads[0].generator,
+        seconds=sum(load.seconds for load in loads),
+        requests=sum(load.requests for load in loads),
+        ok=sum(load.ok for load in loads),
+        errors=sum(load.errors for load in loads),
+        p50_ms=statistics.median(load.p50_ms for load in loads),
+        p99_ms=statistics.median(load.p99_ms for load in loads),
+    )
+    usage = Usage(
+        seconds=sum(usage.seconds for usage in usages),
+        cpu=sum(usage.cpu for usage in usages),
+        rss_peak_mb=max(usage.rss_peak_mb for usage in usages),
+        hwm_mb=max(usage.hwm_mb for usage in usages),
+        wakeups=sum(usage.wakeups for usage in usages),
+    )
+    profile = next((part.profile for part in parts if part.profile), {})
+    return Measured(load, usage, profile, warmup_ok)
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -15,9 +15,9 @@ from __future__ import annotations
 from bench.daemon import start_daemon
 from bench.loadgen import LoadSpec
 from bench.payloads import SECRET, event_bytes, github_signature
-from bench.procs import free_port, python, start
+from bench.procs import Child, free_port, python, start
 from bench.report import Check, Scenario
-from bench.scenarios.common import Measured, measure
+from bench.scenarios.common import Measured, measure_in_turns
 from bench.settings import Settings
 
 PATH = "/hooks/bench"
@@ -42,13 +42,6 @@ def run(settings: Settings) -> Scenario:
     }
     workdir = settings.workdir
 
-    base = _server(settings, "bare", [], headers, body)
-    reference = None
-    if settings.mode != "smoke":
-        db = workdir / "reference.db"
-        extra = ["--db", str(db), "--secret", SECRET]
-        reference = _server(settings, "durable", extra, headers, body)
-
     routes = {
         "ingest": {
             "middleware": [{"type": "drop"}],
@@ -62,14 +55,28 @@ def run(settings: Settings) -> Scenario:
             },
         }
     }
-    daemon = start_daemon("ingest", routes, workdir)
+    children: list[Child] = []
+    daemon = None
     try:
-        spec = LoadSpec(daemon.url(PATH), headers, body.decode(), connections=settings.connections)
+        servers = {"bare": _server(settings, "bare", [], children)}
+        if settings.mode != "smoke":
+            extra = ["--db", str(workdir / "reference.db"), "--secret", SECRET]
+            servers["durable"] = _server(settings, "durable", extra, children)
+        daemon = start_daemon("ingest", routes, workdir)
+        servers["integrator"] = (daemon.pid, daemon.url(PATH))
+        specs = {
+            name: (pid, LoadSpec(url, headers, body.decode(), connections=settings.connections))
+            for name, (pid, url) in servers.items()
+        }
         received_before = daemon.route("ingest")["received"]
-        ours = measure(settings, daemon.pid, spec, "ingest", profile=True)
+        measured = measure_in_turns(settings, specs, profile="integrator")
         received = daemon.route("ingest")["received"] - received_before
     finally:
-        daemon.stop()
+        if daemon is not None:
+            daemon.stop()
+        for child in children:
+            child.stop()
+    ours, base, reference = measured["integrator"], measured["bare"], measured.get("durable")
 
     _rows(scenario, ours, base, settings)
     if reference is not None:
@@ -91,7 +98,8 @@ def run(settings: Settings) -> Scenario:
     }
     scenario.notes.append(
         f"generator {ours.load.generator}, {settings.connections} connections, "
-        f"{settings.duration:g}s measured after {settings.warmup:g}s warm-up; "
+        f"{settings.duration:g}s measured per server after {settings.warmup:g}s warm-up, "
+        f"in {settings.rounds} turn(s) taken in rotating order; "
         f"route chain = drop (file sink never called); store synchronous=FULL"
     )
     answered = ours.warmup_ok + ours.load.ok
@@ -105,22 +113,14 @@ def run(settings: Settings) -> Scenario:
 
 
 def _server(
-    settings: Settings, kind: str, extra: list[str], headers: dict[str, str], body: bytes
-) -> Measured:
-    """Start a server of bench/servers.py, load it like the daemon, stop it."""
+    settings: Settings, kind: str, extra: list[str], children: list[Child]
+) -> tuple[int, str]:
+    """Start a server of bench/servers.py (added to ``children``); its pid and URL."""
     port = free_port()
     argv = [python(), "-m", "bench.servers", kind, "--port", str(port), *extra]
     child = start(kind, argv, settings.workdir)
-    try:
-        spec = LoadSpec(
-            f"http://127.0.0.1:{port}{PATH}",
-            headers,
-            body.decode(),
-            connections=settings.connections,
-        )
-        return measure(settings, child.pid, spec, f"ingest-{kind}")
-    finally:
-        child.stop()
+    children.append(child)
+    return child.pid, f"http://127.0.0.1:{port}{PATH}"
 
 
 def _rows(scenario: Scenario, ours: Measured, base: Measured, settings: Settings) -> None:
