@@ -136,6 +136,7 @@ class HttpClient:
         self.auth = auth
         self.label = f"connection:{name}" if name else "connection:(none)"
         self.base = yarl.URL(config.url) if config.url else None
+        self._origin = self.base.origin() if self.base is not None else None
         self.limiters = limiters or LimiterRegistry()
         self._rate = None
         if name and config.rate_limit is not None:
@@ -179,9 +180,10 @@ class HttpClient:
 
     def check_origin(self, url: yarl.URL) -> None:
         """Refuse a URL outside the connection's origin: its credentials must stay home."""
-        if self.base is not None and url.origin() != self.base.origin():
+        # A sink without templates sends every request to the base URL itself.
+        if self._origin is not None and url is not self.base and url.origin() != self._origin:
             raise RequestError(
-                f"refusing {public_url(url)}: outside {self.label} ({self.base.origin()})",
+                f"refusing {public_url(url)}: outside {self.label} ({self._origin})",
                 retriable=False,
             )
 
