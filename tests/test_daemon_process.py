@@ -71,10 +71,15 @@ def daemon_factory(tmp_path: Path):
 
 
 def config(tmp_path: Path, interval: str = "20ms", extra: str = "") -> str:
+    # A free admin port: a daemon already running on this machine (an operator's,
+    # `make run`) holds the default one.
     return f"""
 [daemon]
 state_dir = "{tmp_path / "state"}"
 shutdown_timeout = "5s"
+
+[admin]
+listen = "127.0.0.1:0"
 
 [routes.ticks]
 sinks = [{{ type = "file", path = "{tmp_path / "out.jsonl"}" }}]
