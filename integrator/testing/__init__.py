@@ -42,7 +42,7 @@ from integrator.config import Config, parse_config
 from integrator.engine.daemon import Daemon
 from integrator.plugins import Registry, build_registry, get_plugin_manager
 from integrator.testing.intake import RecordingIntake
-from integrator.testing.process import DaemonProcess, StoreLock, daemon_config
+from integrator.testing.process import DaemonProcess, StoreLock, daemon_config, store_settled
 from integrator.testing.proxy import TcpProxy
 from integrator.testing.waiting import TimedOut, eventually
 
@@ -60,6 +60,7 @@ __all__ = [
     "read_jsonl",
     "require_service",
     "running_daemon",
+    "store_settled",
 ]
 
 

@@ -5,7 +5,8 @@ promise that matters most to a source — a message received but not yet committ
 is not lost when the daemon dies — can only be tested by killing one. The recipe:
 
 1. write a config with :func:`daemon_config` (a long store ``busy_timeout``);
-2. start a :class:`DaemonProcess` and wait until it consumes;
+2. start a :class:`DaemonProcess` and wait until it consumes (and, if messages went
+   through first, until :func:`store_settled`);
 3. hold the store with :class:`StoreLock`, so that the next commit hangs: the
    daemon has received the message and not acknowledged it;
 4. :meth:`DaemonProcess.kill` it, release the lock, start a new daemon on the same
@@ -20,6 +21,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from contextlib import closing
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -159,6 +161,22 @@ class DaemonProcess:
         if self.process is None:
             raise RuntimeError("the daemon was not started")
         return self.process
+
+
+def store_settled(store: Path) -> bool:
+    """Whether a daemon's store holds nothing in flight: every message it took in is
+    delivered and recorded as delivered.
+
+    Wait for this before :class:`StoreLock` when messages went through first: a
+    delivery's record is written a moment after the delivery (it shares the next
+    commit), and one still unwritten when the lock is taken is delivered again after
+    the restart, which is at least once but not what such a test means to show.
+    """
+    path = store / SQLiteOptions().path if store.is_dir() else store
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)) as conn:
+        (inbox,) = conn.execute("SELECT count(*) FROM inbox").fetchone()
+        (deliveries,) = conn.execute("SELECT count(*) FROM deliveries").fetchone()
+    return int(inbox) + int(deliveries) == 0
 
 
 class StoreLock:

@@ -11,6 +11,7 @@ import pytest
 
 from integrator.config import parse_config
 from integrator.delivery.sqlite import SQLiteStore
+from integrator.message import Message
 from integrator.testing import (
     DaemonProcess,
     StoreLock,
@@ -18,6 +19,7 @@ from integrator.testing import (
     daemon_config,
     make_registry,
     read_jsonl,
+    store_settled,
 )
 
 ROUTE = """
@@ -140,3 +142,20 @@ def test_the_store_lock_refuses_a_store_that_does_not_exist(tmp_path: Path) -> N
     with pytest.raises(FileNotFoundError, match="start the daemon first"):
         StoreLock(tmp_path)
     assert not (tmp_path / "integrator.db").exists()
+
+
+async def test_a_store_is_settled_only_once_nothing_waits_in_it(tmp_path: Path) -> None:
+    store = SQLiteStore(None, tmp_path)
+    await store.open()
+    try:
+        assert store_settled(tmp_path)
+        await store.enqueue("r", [Message(body=1)])
+        assert not store_settled(tmp_path)  # waiting for its route's chain
+        (item,) = await store.inbox_after("r", 0, 10)
+        await store.route_done([(item, {"out": [item.message]})])
+        assert not store_settled(tmp_path)  # delivered, or not, but not recorded yet
+        (delivery,) = await store.deliveries_after("r", "out", 0, 10)
+        await store.delivered(delivery)
+        assert store_settled(tmp_path)
+    finally:
+        await store.close()

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from integrator.testing import StoreLock, daemon_config, eventually, read_jsonl
+from integrator.testing import StoreLock, daemon_config, eventually, read_jsonl, store_settled
 
 pytestmark = pytest.mark.service("nats")
 
@@ -40,6 +40,7 @@ async def test_a_message_received_but_not_acked_when_killed_comes_back(
     daemon = daemon_process(config)
     await streams.publish(f"{stream}.x", b'"before"')
     await daemon.wait_until(lambda: read_jsonl(out), "the daemon to consume")
+    await daemon.wait_until(lambda: store_settled(state), "the first delivery to be recorded")
 
     with StoreLock(state):  # the store cannot commit from now on
         await streams.publish(f"{stream}.x", b'"during"')

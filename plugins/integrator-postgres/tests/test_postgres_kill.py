@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from integrator.delivery.sqlite import SQLiteStore
-from integrator.testing import StoreLock, daemon_config, eventually, read_jsonl
+from integrator.testing import StoreLock, daemon_config, eventually, read_jsonl, store_settled
 
 pytestmark = pytest.mark.service("postgres")
 
@@ -54,6 +54,7 @@ async def test_rows_read_but_not_committed_when_killed_are_read_again(
     config.write_text(daemon_config(routes, state, shutdown_timeout="2s", store_busy_timeout=60))
     daemon = daemon_process(config)
     await daemon.wait_until(lambda: read_jsonl(out), "the daemon to poll")
+    await daemon.wait_until(lambda: store_settled(state), "the first delivery to be recorded")
 
     with StoreLock(state):  # the store cannot commit from now on
         await db.conn.execute(f"INSERT INTO {table} VALUES (2, 'during')")
