@@ -170,6 +170,16 @@ class SQLiteStore(Store):
 
     async def close(self) -> None:
         async with self._commit_lock:
+            batch = self._batch
+            if (batch.ops or batch.inbox) and not batch.led:
+                # Writes queued but not yet led (a lingering stage write): commit them
+                # rather than fail them once the connection is gone.
+                batch.led = True
+                self._batch = _Batch()
+                try:
+                    await anyio.to_thread.run_sync(self._commit, batch)
+                finally:
+                    batch.committed.set()
             await anyio.to_thread.run_sync(self._close_connections)
 
     def _close_connections(self) -> None:
@@ -204,8 +214,7 @@ class SQLiteStore(Store):
         position = len(batch.ops)
         batch.ops.append(op)
         if linger and not batch.led:
-            # Shielded: once queued the op is committed by whoever leads; a cancelled
-            # caller must still lead it, so that its outcome is decided before it returns.
+            # Shielded: a cancelled caller must still see its op committed (below).
             with anyio.CancelScope(shield=True), anyio.move_on_after(self.LINGER):
                 await batch.committed.wait()
         await self._committed(batch)
@@ -218,20 +227,24 @@ class SQLiteStore(Store):
         (more writers join meanwhile), closes the batch and commits it on a worker
         thread. The others only wait for the batch's event, so a commit wakes its
         writers at once instead of handing a lock from one to the next.
+
+        Shielded for leader and followers alike: once queued, the data is committed
+        whether or not its writer is cancelled, so the writer must see that through
+        and do its bookkeeping (the rows it remembers for the next stage, the ones it
+        forgets); a cancellation takes effect at its next checkpoint. A leader must
+        also never leave its followers waiting. The wait is bounded by the commit.
         """
-        if not batch.led:
-            batch.led = True
-            # Shielded: a cancelled leader must not leave its followers waiting forever,
-            # and once queued the data is committed anyway.
-            with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True):
+            if not batch.led:
+                batch.led = True
                 try:
                     async with self._commit_lock:
                         self._batch = _Batch()
                         await anyio.to_thread.run_sync(self._commit, batch)
                 finally:
                     batch.committed.set()
-        else:
-            await batch.committed.wait()
+            else:
+                await batch.committed.wait()
         if batch.error is not None:
             raise batch.error
 
@@ -293,18 +306,17 @@ class SQLiteStore(Store):
         now = time.time()
         if dedupe_window is not None:
             return await self._enqueue_once(route, messages, dedupe_window, now)
+        # Every message encoded before any row is queued: one that cannot be encoded
+        # must leave nothing of its call behind in the batch.
+        rows = [(route, m.id, encode(m), now) for m in messages]
         batch = self._batch
         start = len(batch.inbox)
-        sizes = []
-        for m in messages:
-            blob = encode(m)
-            batch.inbox.append((route, m.id, blob, now))
-            sizes.append(len(blob))
+        batch.inbox.extend(rows)
         await self._committed(batch)
         # Only once committed; the rows' seqs are consecutive (one executemany).
         first, key = batch.first_inbox_seq + start, (route,)
-        items = zip(range(first, first + len(sizes)), messages, sizes, strict=True)
-        self._recent_inbox.add([(key, seq, m, size) for seq, m, size in items])
+        items = zip(range(first, first + len(rows)), messages, rows, strict=True)
+        self._recent_inbox.add([(key, seq, m, len(row[2])) for seq, m, row in items])
         return [True] * len(messages)
 
     async def _enqueue_once(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import anyio
+import msgspec
 import pytest
 
 from integrator.delivery.sqlite import SQLiteOptions, SQLiteStore
@@ -367,3 +369,70 @@ async def test_closing_while_reads_run_is_safe(tmp_path: Path) -> None:
     assert len(outcomes) == 50
     with pytest.raises(StoreError, match="is closed"):
         await store.depths()
+
+
+async def test_a_message_that_cannot_be_encoded_leaves_nothing_of_its_call(
+    store: SQLiteStore,
+) -> None:
+    with pytest.raises((OverflowError, msgspec.EncodeError)):
+        await store.enqueue("r", [Message(body=1, id="ok"), Message(body=2**70, id="huge")])
+    await store.enqueue("r", [Message(body=3, id="next")])
+    assert [i.message.id for i in await store.inbox_after("r", 0, 10)] == ["next"]
+    other = await _reopened(store)
+    try:
+        assert [i.message.id for i in await other.inbox_after("r", 0, 10)] == ["next"]
+    finally:
+        await other.close()
+    assert store.pending() == 1
+
+
+async def test_a_writer_cancelled_while_its_batch_commits_still_hands_its_rows_on(
+    store: SQLiteStore,
+) -> None:
+    assert await store.inbox_after("r", 0, 10) == []  # the reader has caught up
+    release = threading.Event()
+    original = store._commit
+
+    def slow(batch) -> None:  # type: ignore[no-untyped-def]
+        release.wait(10)
+        original(batch)
+
+    store._commit = slow  # type: ignore[method-assign]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(store.enqueue, "r", [Message(body=1, id="first")])  # leads, stuck
+        await anyio.sleep(0.05)
+        tg.start_soon(store.enqueue, "r", [Message(body=2, id="second")])  # leads the next
+        await anyio.sleep(0.05)
+        scope = anyio.CancelScope()
+        tg.start_soon(_cancelled_enqueue, store, scope)  # follows, then is cancelled
+        await anyio.sleep(0.05)
+        scope.cancel()
+        await anyio.sleep(0.05)
+        release.set()
+    # Committed despite the cancellation, and handed to the caught-up reader from memory.
+    ids = [i.message.id for i in await store.inbox_after("r", 0, 10)]
+    assert ids == ["first", "second", "third"]
+
+
+async def _cancelled_enqueue(store: SQLiteStore, scope: anyio.CancelScope) -> None:
+    with scope:
+        await store.enqueue("r", [Message(body=3, id="third")])
+
+
+async def test_closing_commits_a_stage_write_still_lingering(tmp_path: Path) -> None:
+    store = SQLiteStore(None, tmp_path)
+    await store.open()
+    await store.enqueue("r", [Message(body=1)])
+    (item,) = await store.inbox_after("r", 0, 10)
+    store.LINGER = 30.0
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(store.route_done, [(item, {})])
+        await anyio.sleep(0.05)
+        with anyio.fail_after(5):
+            await store.close()
+    reopened = SQLiteStore(None, tmp_path)
+    await reopened.open()
+    try:
+        assert reopened.pending() == 0
+    finally:
+        await reopened.close()
