@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
+import yarl
 
 from integrator.errors import ConfigError
 from integrator.plugins import ComponentUnavailable, Registry
@@ -127,6 +128,22 @@ class ConnectionConfig(_Strict):
     rate_limit: RateLimitConfig | None = None
     max_concurrency: int | None = None
     timeout: Duration = Duration(30)
+
+    def __post_init__(self) -> None:
+        # Not echoed: a URL may carry credentials.
+        if self.url and not _is_absolute_url(self.url):
+            raise ValueError(
+                "url: expected an absolute URL with a scheme and a host, "
+                "such as https://api.example.com/v1"
+            )
+
+
+def _is_absolute_url(text: str) -> bool:
+    try:
+        url = yarl.URL(text)
+    except ValueError:
+        return False
+    return url.is_absolute() and bool(url.host)
 
 
 class RetryConfig(_Strict):

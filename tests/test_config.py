@@ -298,3 +298,20 @@ def test_config_discovery_prefers_flag_then_env(tmp_path: Path, monkeypatch) -> 
         Path("/etc/integrator/integrator.toml"),
         Path("config/integrator.toml"),
     )
+
+
+def test_a_connection_url_must_be_absolute_and_is_not_echoed(tmp_path: Path, registry) -> None:
+    found = problems(
+        tmp_path, registry, '[connections.api]\nurl = "s3cret@api.example.com/v1"\n' + MINIMAL
+    )
+    assert len(found) == 1
+    assert "connections.api" in found[0]
+    assert "expected an absolute URL with a scheme and a host" in found[0]
+    assert "s3cret" not in found[0]
+
+
+def test_an_absolute_connection_url_loads(tmp_path: Path, registry) -> None:
+    config = load(
+        tmp_path, registry, '[connections.api]\nurl = "https://api.example.com/v1"\n' + MINIMAL
+    )
+    assert config.connections["api"].url == "https://api.example.com/v1"
