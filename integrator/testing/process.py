@@ -173,7 +173,10 @@ def store_settled(store: Path) -> bool:
     the restart, which is at least once but not what such a test means to show.
     """
     path = store / SQLiteOptions().path if store.is_dir() else store
-    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)) as conn:
+    if not path.exists():
+        raise FileNotFoundError(f"no store at {path}: start the daemon first")
+    uri = path.resolve().as_uri() + "?mode=ro"
+    with closing(sqlite3.connect(uri, uri=True, timeout=10)) as conn:
         (inbox,) = conn.execute("SELECT count(*) FROM inbox").fetchone()
         (deliveries,) = conn.execute("SELECT count(*) FROM deliveries").fetchone()
     return int(inbox) + int(deliveries) == 0

@@ -159,3 +159,14 @@ async def test_a_store_is_settled_only_once_nothing_waits_in_it(tmp_path: Path) 
         assert store_settled(tmp_path)
     finally:
         await store.close()
+
+
+async def test_store_settled_reads_a_store_whose_path_has_uri_characters(tmp_path: Path) -> None:
+    state = tmp_path / "odd?name#with%20"
+    await make_store(state)
+    assert store_settled(state)
+
+
+def test_store_settled_refuses_a_store_that_does_not_exist(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="start the daemon first"):
+        store_settled(tmp_path)
