@@ -54,15 +54,19 @@ def measure(
 
 
 def measure_in_turns(
-    settings: Settings, servers: dict[str, tuple[int, LoadSpec]], *, profile: str | None = None
+    settings: Settings,
+    servers: dict[str, tuple[int, LoadSpec]],
+    *,
+    profile: tuple[str, str] | None = None,
 ) -> dict[str, Measured]:
     """Load each server in turn, ``settings.rounds`` times, the order rotating each round.
 
     On a shared host the machine's speed drifts over a run; in turns, each server
     gets its share of the fast and the slow moments instead of one server getting
-    all of one. Each server warms up once, first. ``profile`` names the server to
-    record (its first turn). Throughput, CPU and errors add up over the turns;
-    latency percentiles are the median of the turns'; RSS is the highest.
+    all of one. Each server warms up once, first. ``profile`` is (server, file name):
+    the server to record with py-spy during its first turn. Throughput, CPU and
+    errors add up over the turns; p50 is the median of the turns', p99 and RSS the
+    highest (one slow turn is enough to miss a latency target).
     """
     names = list(servers)
     workdir = settings.workdir / "load"
@@ -76,9 +80,10 @@ def measure_in_turns(
         shift = turn % len(names)
         for name in names[shift:] + names[:shift]:
             pid, spec = servers[name]
-            record = name == profile and turn == 0
+            record = profile is not None and name == profile[0] and turn == 0
+            label = profile[1] if record and profile is not None else name
             turns[name].append(
-                measure(settings, pid, spec, name, warmup=False, profile=record, seconds=seconds)
+                measure(settings, pid, spec, label, warmup=False, profile=record, seconds=seconds)
             )
     return {name: _combined(turns[name], warmed[name]) for name in names}
 
@@ -93,7 +98,7 @@ def _combined(parts: list[Measured], warmup_ok: int) -> Measured:
         ok=sum(load.ok for load in loads),
         errors=sum(load.errors for load in loads),
         p50_ms=statistics.median(load.p50_ms for load in loads),
-        p99_ms=statistics.median(load.p99_ms for load in loads),
+        p99_ms=max(load.p99_ms for load in loads),
     )
     usage = Usage(
         seconds=sum(usage.seconds for usage in usages),

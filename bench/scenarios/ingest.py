@@ -69,7 +69,7 @@ def run(settings: Settings) -> Scenario:
             for name, (pid, url) in servers.items()
         }
         received_before = daemon.route("ingest")["received"]
-        measured = measure_in_turns(settings, specs, profile="integrator")
+        measured = measure_in_turns(settings, specs, profile=("integrator", "ingest"))
         received = daemon.route("ingest")["received"] - received_before
     finally:
         if daemon is not None:
