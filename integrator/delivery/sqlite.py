@@ -97,7 +97,17 @@ class SQLiteOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class _Batch:
-    __slots__ = ("committed", "done", "error", "first_inbox_seq", "inbox", "led", "ops", "results")
+    __slots__ = (
+        "after",
+        "committed",
+        "done",
+        "error",
+        "first_inbox_seq",
+        "inbox",
+        "led",
+        "ops",
+        "results",
+    )
 
     def __init__(self) -> None:
         self.ops: list[Op] = []
@@ -110,6 +120,10 @@ class _Batch:
         self.done = False
         self.led = False  # a writer has taken charge of committing this batch
         self.committed = anyio.Event()
+        # The writers' bookkeeping once the batch is committed (the rows handed to the
+        # next stage, the ones forgotten), run by whoever committed it, right after the
+        # commit: a writer cancelled while it waited has its bookkeeping done all the same.
+        self.after: list[Callable[[], None]] = []
 
 
 class SQLiteStore(Store):
@@ -177,7 +191,7 @@ class SQLiteStore(Store):
                 batch.led = True
                 self._batch = _Batch()
                 try:
-                    await anyio.to_thread.run_sync(self._commit, batch)
+                    await self._commit_and_follow_up(batch)
                 finally:
                     batch.committed.set()
             await anyio.to_thread.run_sync(self._close_connections)
@@ -201,8 +215,13 @@ class SQLiteStore(Store):
 
     # -- group commit ----------------------------------------------------------------------
 
-    async def _write(self, op: Op, *, linger: bool = False) -> Any:
+    async def _write(
+        self, op: Op, *, linger: bool = False, then: Callable[[Any], None] | None = None
+    ) -> Any:
         """Queue ``op`` into the open batch and return its result once committed.
+
+        ``then(result)`` is the writer's bookkeeping once its op is committed: it runs
+        right after the commit, even if the writer was cancelled while it waited.
 
         A ``linger`` write (a stage's bookkeeping: moving a message on, forgetting a
         delivered one) first waits up to ``LINGER`` for another writer to lead the
@@ -213,8 +232,10 @@ class SQLiteStore(Store):
         batch = self._batch
         position = len(batch.ops)
         batch.ops.append(op)
+        if then is not None:
+            batch.after.append(lambda: then(batch.results[position]))
         if linger and not batch.led:
-            # Shielded: a cancelled caller must still see its op committed (below).
+            # Shielded: a cancelled caller must still lead the batch it queued into.
             with anyio.CancelScope(shield=True), anyio.move_on_after(self.LINGER):
                 await batch.committed.wait()
         await self._committed(batch)
@@ -228,25 +249,34 @@ class SQLiteStore(Store):
         thread. The others only wait for the batch's event, so a commit wakes its
         writers at once instead of handing a lock from one to the next.
 
-        Shielded for leader and followers alike: once queued, the data is committed
-        whether or not its writer is cancelled, so the writer must see that through
-        and do its bookkeeping (the rows it remembers for the next stage, the ones it
-        forgets); a cancellation takes effect at its next checkpoint. A leader must
-        also never leave its followers waiting. The wait is bounded by the commit.
+        The leader is shielded: a cancelled leader must not leave its followers waiting,
+        and once queued the data is committed anyway. A follower may be cancelled: its
+        bookkeeping is in the batch's ``after``, which the leader runs.
         """
-        with anyio.CancelScope(shield=True):
-            if not batch.led:
-                batch.led = True
+        if not batch.led:
+            batch.led = True
+            with anyio.CancelScope(shield=True):
                 try:
                     async with self._commit_lock:
                         self._batch = _Batch()
-                        await anyio.to_thread.run_sync(self._commit, batch)
+                        await self._commit_and_follow_up(batch)
                 finally:
                     batch.committed.set()
-            else:
-                await batch.committed.wait()
+        else:
+            await batch.committed.wait()
         if batch.error is not None:
             raise batch.error
+
+    async def _commit_and_follow_up(self, batch: _Batch) -> None:
+        """Commit on a worker thread, then run the writers' bookkeeping here, in commit
+        order (the caller holds the commit lock or is closing the store)."""
+        # Taken out of the batch: the follow-ups refer to it, and a cycle would be left
+        # to the garbage collector (with every row of the batch).
+        follow_ups, batch.after = batch.after, []
+        await anyio.to_thread.run_sync(self._commit, batch)
+        if batch.error is None:
+            for follow_up in follow_ups:
+                follow_up()
 
     def _commit(self, batch: _Batch) -> None:
         conn = self._writer
@@ -312,11 +342,14 @@ class SQLiteStore(Store):
         batch = self._batch
         start = len(batch.inbox)
         batch.inbox.extend(rows)
+
+        def remember() -> None:  # once committed; the seqs are consecutive (one statement)
+            first, key = batch.first_inbox_seq + start, (route,)
+            items = zip(range(first, first + len(rows)), messages, rows, strict=True)
+            self._recent_inbox.add([(key, seq, m, len(row[2])) for seq, m, row in items])
+
+        batch.after.append(remember)
         await self._committed(batch)
-        # Only once committed; the rows' seqs are consecutive (one executemany).
-        first, key = batch.first_inbox_seq + start, (route,)
-        items = zip(range(first, first + len(rows)), messages, rows, strict=True)
-        self._recent_inbox.add([(key, seq, m, len(row[2])) for seq, m, row in items])
         return [True] * len(messages)
 
     async def _enqueue_once(
@@ -347,8 +380,7 @@ class SQLiteStore(Store):
                 )
             return accepted, sum(accepted)
 
-        result: list[bool] = await self._write(op)
-        self._recent_inbox.add(seqs)  # only once committed
+        result: list[bool] = await self._write(op, then=lambda _: self._recent_inbox.add(seqs))
         return result
 
     def pending(self) -> int:
@@ -396,8 +428,10 @@ class SQLiteStore(Store):
                         rows.append((item.route, sink, m.id, blob, item.seq, now))
                         written.append((m, len(blob)))
         if not rows:  # every item dropped or filtered: only the inbox rows go
-            await self._write(partial(_delete_rows, "inbox", seqs), linger=True)
-            self._recent_inbox.forget(seqs)
+            forget = self._recent_inbox.forget
+            await self._write(
+                partial(_delete_rows, "inbox", seqs), linger=True, then=lambda _: forget(seqs)
+            )
             return
         first_seq = 0
         keys: list[Key] = [(row[0], row[1]) for row in rows]
@@ -416,14 +450,16 @@ class SQLiteStore(Store):
             _delete_rows("inbox", list(present), conn)
             return None, len(todo) - len(present)
 
-        await self._write(op, linger=True)
-        self._recent_inbox.forget(seqs)
-        self._recent_deliveries.add(
-            [
-                (key, first_seq + i, m, size)
-                for i, (key, (m, size)) in enumerate(zip(keys, written, strict=True))
-            ]
-        )
+        def hand_on(_: None) -> None:
+            self._recent_inbox.forget(seqs)
+            self._recent_deliveries.add(
+                [
+                    (key, first_seq + i, m, size)
+                    for i, (key, (m, size)) in enumerate(zip(keys, written, strict=True))
+                ]
+            )
+
+        await self._write(op, linger=True, then=hand_on)
 
     async def inbox_reschedule(self, item: InboxItem, next_at: float, error: str) -> None:
         first_at = item.first_attempt_at or time.time()
@@ -473,13 +509,14 @@ class SQLiteStore(Store):
             deleted = conn.execute("DELETE FROM deliveries WHERE seq = ?", (delivery.seq,)).rowcount
             return None, -deleted
 
-        await self._write(op)
-        self._recent_deliveries.forget((delivery.seq,))
+        await self._write(op, then=lambda _: self._recent_deliveries.forget((delivery.seq,)))
 
     async def delivered_many(self, deliveries: Sequence[Delivery]) -> None:
         seqs = [d.seq for d in deliveries]
-        await self._write(partial(_delete_rows, "deliveries", seqs), linger=True)
-        self._recent_deliveries.forget(seqs)
+        forget = self._recent_deliveries.forget
+        await self._write(
+            partial(_delete_rows, "deliveries", seqs), linger=True, then=lambda _: forget(seqs)
+        )
 
     async def reschedule(self, delivery: Delivery, next_at: float, error: str) -> None:
         first_at = delivery.first_attempt_at or time.time()
@@ -549,9 +586,8 @@ class SQLiteStore(Store):
             )
             return cursor.lastrowid, -1
 
-        entry_id = await self._write(op)
         recent = self._recent_deliveries if isinstance(item, Delivery) else self._recent_inbox
-        recent.forget((item.seq,))
+        entry_id = await self._write(op, then=lambda _: recent.forget((item.seq,)))
         return DeadLetter(
             id=entry_id or 0,
             route=item.route,
