@@ -57,17 +57,23 @@ async def test_rows_read_but_not_committed_when_killed_are_read_again(
     await daemon.wait_until(lambda: store_settled(state), "the first delivery to be recorded")
 
     with StoreLock(state):  # the store cannot commit from now on
+        before = await db.conn.fetchval("SELECT clock_timestamp()")
         await db.conn.execute(f"INSERT INTO {table} VALUES (2, 'during')")
-        committed_at = await db.conn.fetchval("SELECT clock_timestamp()")
+        after = await db.conn.fetchval("SELECT clock_timestamp()")
 
         async def polled_since() -> bool:
             # A poll that started after the commit saw row 2 (read committed); once it
-            # is over, the daemon holds the row and waits for the store.
+            # is over, the daemon holds the row and waits for the store. A poll that
+            # started during the INSERT may have seen it too: then no poll follows (the
+            # loop waits for the store), which shows as the connection staying idle far
+            # longer than the 50 ms interval.
             return bool(
                 await db.conn.fetchval(
-                    "SELECT query_start > $1 AND state = 'idle' FROM pg_stat_activity"
-                    " WHERE application_name = $2",
-                    committed_at,
+                    "SELECT state = 'idle' AND (query_start > $1 OR (query_start > $2"
+                    " AND clock_timestamp() - state_change > interval '1 second'))"
+                    " FROM pg_stat_activity WHERE application_name = $3",
+                    after,
+                    before,
                     f"integrator:{route}",
                 )
             )
