@@ -4,70 +4,27 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
+import anyio
 import pytest
 from core_support import integrator_command
 
-
-class Daemon:
-    """``integrator run`` in a subprocess, with its log captured to a file."""
-
-    def __init__(self, config: Path, log: Path) -> None:
-        self.log_path = log
-        self.log_file = log.open("w")
-        self.proc = subprocess.Popen(
-            integrator_command("run", "-c", str(config)),
-            stdout=subprocess.DEVNULL,
-            stderr=self.log_file,
-            cwd=config.parent,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def wait_for_log(self, text: str, timeout: float = 15) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.log():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"daemon exited ({self.proc.returncode}):\n{self.log()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {text!r} in the log after {timeout}s:\n{self.log()}")
-            time.sleep(0.05)
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            self.log_file.close()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.log_file.close()
+from integrator.testing import DaemonProcess
 
 
 @pytest.fixture
-def daemon_factory(tmp_path: Path):
-    started: list[Daemon] = []
+def start_daemon(tmp_path: Path, daemon_process):
+    """Write ``integrator.toml`` in tmp_path and run it; the file stays there for reloads."""
 
-    def start(config_text: str) -> Daemon:
-        config = tmp_path / "integrator.toml"
-        config.write_text(config_text)
-        daemon = Daemon(config, tmp_path / f"daemon-{len(started)}.log")
-        started.append(daemon)
-        return daemon
+    def start(config_text: str) -> DaemonProcess:
+        path = tmp_path / "integrator.toml"
+        path.write_text(config_text)
+        return daemon_process(path)
 
-    yield start
-    for daemon in started:
-        daemon.kill()
+    return start
 
 
 def config(tmp_path: Path, interval: str = "20ms", extra: str = "") -> str:
@@ -94,37 +51,37 @@ def delivered(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def test_sigterm_drains_and_exits_zero(tmp_path: Path, daemon_factory) -> None:
-    daemon = daemon_factory(config(tmp_path))
-    daemon.wait_for_log("ready: 1 route running")
-    deadline = time.monotonic() + 10
-    while len(delivered(tmp_path / "out.jsonl")) < 3 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert daemon.stop(signal.SIGTERM) == 0
-    log = daemon.log()
+async def test_sigterm_drains_and_exits_zero(tmp_path: Path, start_daemon) -> None:
+    daemon = start_daemon(config(tmp_path))
+    await daemon.wait_for_output("ready: 1 route running")
+    await daemon.wait_until(lambda: len(delivered(tmp_path / "out.jsonl")) >= 3, "3 deliveries")
+    assert await daemon.stop(sig=signal.SIGTERM) == 0
+    log = daemon.output()
     assert "received SIGTERM" in log
     assert "stopped" in log
     assert "Traceback" not in log
 
 
-def test_the_log_names_the_event_loop_uvloop_when_installed(tmp_path: Path, daemon_factory) -> None:
-    daemon = daemon_factory(config(tmp_path))
-    daemon.wait_for_log("ready:")
-    expected = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-    assert f"event loop: {expected}" in daemon.log()
-
-
-def test_sigint_stops_cleanly_too(tmp_path: Path, daemon_factory) -> None:
-    daemon = daemon_factory(config(tmp_path))
-    daemon.wait_for_log("ready:")
-    assert daemon.stop(signal.SIGINT) == 0
-
-
-def test_sighup_with_a_valid_config_restarts_only_changed_routes(
-    tmp_path: Path, daemon_factory
+async def test_the_log_names_the_event_loop_uvloop_when_installed(
+    tmp_path: Path, start_daemon
 ) -> None:
-    daemon = daemon_factory(config(tmp_path))
-    daemon.wait_for_log("ready: 1 route running")
+    daemon = start_daemon(config(tmp_path))
+    await daemon.wait_ready()
+    expected = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    assert f"event loop: {expected}" in daemon.output()
+
+
+async def test_sigint_stops_cleanly_too(tmp_path: Path, start_daemon) -> None:
+    daemon = start_daemon(config(tmp_path))
+    await daemon.wait_ready()
+    assert await daemon.stop(sig=signal.SIGINT) == 0
+
+
+async def test_sighup_with_a_valid_config_restarts_only_changed_routes(
+    tmp_path: Path, start_daemon
+) -> None:
+    daemon = start_daemon(config(tmp_path))
+    await daemon.wait_for_output("ready: 1 route running")
     other = tmp_path / "other.jsonl"
     (tmp_path / "integrator.toml").write_text(
         config(tmp_path)
@@ -136,37 +93,32 @@ type = "timer"
 interval = "20ms"
 """
     )
-    daemon.proc.send_signal(signal.SIGHUP)
-    daemon.wait_for_log("reloaded")
-    assert "1 route(s) restarted or added, 0 removed, 1 unchanged" in daemon.log()
-    deadline = time.monotonic() + 10
-    while not delivered(other) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert delivered(other), "the added route delivers"
-    assert daemon.stop() == 0
+    daemon.send_signal(signal.SIGHUP)
+    await daemon.wait_for_output("reloaded")
+    assert "1 route(s) restarted or added, 0 removed, 1 unchanged" in daemon.output()
+    await daemon.wait_until(lambda: delivered(other), "the added route to deliver")
+    assert await daemon.stop() == 0
 
 
-def test_sighup_with_an_invalid_config_keeps_the_old_one_running(
-    tmp_path: Path, daemon_factory
+async def test_sighup_with_an_invalid_config_keeps_the_old_one_running(
+    tmp_path: Path, start_daemon
 ) -> None:
     out = tmp_path / "out.jsonl"
-    daemon = daemon_factory(config(tmp_path))
-    daemon.wait_for_log("ready: 1 route running")
+    daemon = start_daemon(config(tmp_path))
+    await daemon.wait_for_output("ready: 1 route running")
     (tmp_path / "integrator.toml").write_text(config(tmp_path, interval="soon"))
-    daemon.proc.send_signal(signal.SIGHUP)
-    daemon.wait_for_log("reload refused")
-    daemon.wait_for_log("routes.ticks.source.interval: expected a duration")
+    daemon.send_signal(signal.SIGHUP)
+    await daemon.wait_for_output("reload refused")
+    await daemon.wait_for_output("routes.ticks.source.interval: expected a duration")
     before = len(delivered(out))
-    time.sleep(0.5)
+    await anyio.sleep(0.5)
     assert len(delivered(out)) > before, "the old config keeps running"
-    assert daemon.proc.poll() is None
-    assert daemon.stop() == 0
-    audit = subprocess.run(
+    assert daemon.running
+    assert await daemon.stop() == 0
+    audit = await anyio.run_process(
         integrator_command(
             "audit", "--state-dir", str(tmp_path / "state"), "--action", "config.reload", "--json"
         ),
-        capture_output=True,
-        text=True,
         check=True,
     )
     (entry,) = json.loads(audit.stdout)
@@ -218,7 +170,7 @@ def test_version_and_help(tmp_path: Path) -> None:
         assert "usage: integrator" in result.stdout
 
 
-def test_secrets_never_reach_a_log_line(tmp_path: Path, daemon_factory, monkeypatch) -> None:
+async def test_secrets_never_reach_a_log_line(tmp_path: Path, start_daemon, monkeypatch) -> None:
     secrets = {
         "T_ADMIN_TOKEN": "adm1n-t0ken-for-log-test",
         "T_BEARER": "bearer-s3cret-for-log-test",
@@ -226,7 +178,7 @@ def test_secrets_never_reach_a_log_line(tmp_path: Path, daemon_factory, monkeypa
     }
     for name, value in secrets.items():
         monkeypatch.setenv(name, value)
-    daemon = daemon_factory(
+    daemon = start_daemon(
         f"""
 [daemon]
 state_dir = "{tmp_path / "state"}"
@@ -251,10 +203,10 @@ interval = "100ms"
 body = {{ note = "carries ${{env:T_IN_BODY}}" }}
 """
     )
-    daemon.wait_for_log("ready:")
-    daemon.wait_for_log("failed for message")  # the sink's errors are logged, with the URL
-    assert daemon.stop() == 0
-    log = daemon.log()
+    await daemon.wait_ready()
+    await daemon.wait_for_output("failed for message")  # the sink's errors, with the URL
+    assert await daemon.stop() == 0
+    log = daemon.output()
     for value in secrets.values():
         assert value not in log
     assert "***" in log

@@ -4,17 +4,15 @@ and every message that got a 2xx reaches the sink (at least once; exactly once b
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
-import subprocess
-import time
 from pathlib import Path
 
 import aiohttp
 import anyio
 import pytest
-from core_support import integrator_command
+
+from integrator.testing import DaemonProcess
 
 TOTAL = 2000
 CONCURRENCY = 32
@@ -53,29 +51,7 @@ id_header = "x-id"
     return config
 
 
-def start(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as stderr:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(
-            integrator_command("run", "-c", str(config)),
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-
-
-def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "daemon exited early"
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("webhook listener never came up")
-
-
-async def pour(port: int, proc: subprocess.Popen[bytes], kill_after: int) -> set[str]:
+async def pour(port: int, daemon: DaemonProcess, kill_after: int) -> set[str]:
     """POST TOTAL webhooks; kill -9 the daemon once ``kill_after`` were acknowledged."""
     acked: set[str] = set()
     ids = iter(range(TOTAL))
@@ -95,7 +71,7 @@ async def pour(port: int, proc: subprocess.Popen[bytes], kill_after: int) -> set
             except (aiohttp.ClientError, OSError):
                 continue  # not acknowledged: the daemon owes nothing for it
             if len(acked) >= kill_after and not killed.is_set():
-                proc.send_signal(signal.SIGKILL)
+                daemon.send_signal(signal.SIGKILL)
                 killed.set()
 
     timeout = aiohttp.ClientTimeout(total=10)
@@ -119,38 +95,31 @@ def delivered_ids(path: Path) -> list[str]:
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("kill_after", [150, 900, 1800])
-def test_every_acknowledged_webhook_survives_kill_9(tmp_path: Path, kill_after: int) -> None:
+async def test_every_acknowledged_webhook_survives_kill_9(
+    tmp_path: Path, daemon_process, kill_after: int
+) -> None:
     port = free_port()
     config = write_config(tmp_path, port)
-    log = tmp_path / "daemon.log"
-    proc = start(config, log)
-    try:
-        wait_listening(port, proc)
-        acked = anyio.run(pour, port, proc, kill_after)
-        proc.wait(10)
-        assert proc.returncode == -signal.SIGKILL
-        assert len(acked) >= kill_after
+    daemon = daemon_process(config)
+    await daemon.wait_ready()
+    acked = await pour(port, daemon, kill_after)
+    await daemon.wait_until(lambda: daemon.returncode is not None, "the kill to take")
+    assert daemon.returncode == -signal.SIGKILL
+    assert len(acked) >= kill_after
 
-        proc = start(config, log)
-        # Ready before judging: the first run may have delivered everything already,
-        # and a SIGTERM during start-up would find no handler yet.
-        wait_listening(port, proc)
-        out = tmp_path / "out.jsonl"
-        deadline = time.monotonic() + 60
-        while not acked <= set(delivered_ids(out)):
-            assert time.monotonic() < deadline, (
-                f"{len(acked - set(delivered_ids(out)))} acknowledged messages never delivered;"
-                f" log:\n{log.read_text()[-3000:]}"
-            )
-            time.sleep(0.1)
-        delivered = delivered_ids(out)
-        # At least once; deduplicating by id leaves exactly the acknowledged set
-        # (plus, possibly, messages stored just before the kill whose 2xx was lost).
-        assert acked <= set(delivered)
-        assert set(delivered) <= {f"msg-{n}" for n in range(TOTAL)}
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(20) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    # Ready before judging: the first run may have delivered everything already, and
+    # a SIGTERM during start-up would find no handler yet.
+    daemon = daemon_process(config)
+    await daemon.wait_ready()
+    out = tmp_path / "out.jsonl"
+    await daemon.wait_until(
+        lambda: acked <= set(delivered_ids(out)),
+        "every acknowledged message to be delivered",
+        timeout=60,
+    )
+    delivered = delivered_ids(out)
+    # At least once; deduplicating by id leaves exactly the acknowledged set
+    # (plus, possibly, messages stored just before the kill whose 2xx was lost).
+    assert acked <= set(delivered)
+    assert set(delivered) <= {f"msg-{n}" for n in range(TOTAL)}
+    assert await daemon.stop(20) == 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -141,11 +142,16 @@ class DaemonProcess:
         process.kill()
         process.wait()
 
-    async def stop(self, timeout: float = 10.0) -> int:
-        """SIGTERM (a clean shutdown), SIGKILL after ``timeout``; the exit status."""
+    def send_signal(self, sig: int) -> None:
+        """Send ``sig`` (``signal.SIGHUP`` reloads the config) without waiting."""
+        self._started().send_signal(sig)
+
+    async def stop(self, timeout: float = 10.0, *, sig: int = signal.SIGTERM) -> int:
+        """``sig`` (SIGTERM: a clean shutdown; SIGINT works too), SIGKILL after
+        ``timeout``; the exit status."""
         process = self._started()
         if process.poll() is None:
-            process.terminate()
+            process.send_signal(sig)
         try:
             return await anyio.to_thread.run_sync(process.wait, timeout)
         except subprocess.TimeoutExpired:
