@@ -5,12 +5,16 @@
     .venv/bin/python -m bench.inprocess                  # integrator: CPU per request
     .venv/bin/python -m bench.inprocess --server ref     # the reference durable handler
     .venv/bin/python -m bench.inprocess --instructions   # instructions per request (valgrind)
+    .venv/bin/python -m bench.inprocess --server e2e     # end to end, per message delivered
 
 64 closed-loop connections of raw HTTP (the benchmark's signed ~1 KB event) are fed
 to aiohttp's protocol over fake transports: no sockets and no load generator share
 the CPU. ``integrator`` is a real in-process daemon (webhook route, SQLite store with
 ``synchronous = "full"``, a ``drop`` chain, the GC tuning of ``integrator run``);
-``ref`` and ``bare`` are the handlers of ``bench/servers.py``. CPU per request still
+``ref`` and ``bare`` are the handlers of ``bench/servers.py``. ``e2e`` is the end-to-end
+route of the benchmark (``filter``, ``map``, ``validate``, then the ``http`` sink
+over real loopback sockets to a receiver in the same process): a request counts once
+its message has arrived, so the figure is per message delivered, receiver included. CPU per request still
 moves with the host; instructions per request (``--instructions``: the difference
 between two runs under valgrind's cachegrind, so start-up cancels out) do not, but
 valgrind's SHA-256 and SIMD paths are not the native ones, so compare like with like.
@@ -33,13 +37,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import tomli_w
 from aiohttp import web
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.payloads import SECRET, event_bytes, github_signature  # noqa: E402
+from bench.payloads import FILTER, MAP, SECRET, VALIDATE, event_bytes, github_signature  # noqa: E402
 from bench.servers import GroupCommit, bare_handler, durable_handler  # noqa: E402
 
 CONNECTIONS = 64
@@ -100,8 +105,14 @@ class FakeTransport:
         return 0
 
 
-async def drive(handler: Handler, requests: int, warmup: int) -> tuple[float, float]:
-    """CPU seconds (every thread) and wall seconds for ``requests`` after a warm-up."""
+async def drive(
+    handler: Handler,
+    requests: int,
+    warmup: int,
+    settle: Callable[[int], Awaitable[None]] | None = None,
+) -> tuple[float, float]:
+    """CPU seconds (every thread) and wall seconds for ``requests`` after a warm-up;
+    ``settle(n)``, when given, is awaited after each load until its ``n`` are done."""
     server = web.Server(handler, access_log=None)
     loop = asyncio.get_running_loop()
     raw = request_bytes()
@@ -123,10 +134,15 @@ async def drive(handler: Handler, requests: int, warmup: int) -> tuple[float, fl
             if answer[9:12] != b"202":
                 raise RuntimeError(f"unexpected answer: {answer[:200]!r}")
 
+    sent = 0
+
     async def run(count: int) -> None:
-        nonlocal remaining
+        nonlocal remaining, sent
         remaining = count
         await asyncio.gather(*(client(p, t) for p, t in connections))
+        sent += count
+        if settle is not None:
+            await settle(sent)
 
     await run(warmup)
     before = resource.getrusage(resource.RUSAGE_SELF)
@@ -148,6 +164,8 @@ async def measure(server: str, requests: int, warmup: int) -> tuple[float, float
             async with running_daemon(ROUTE, state) as daemon:
                 _tune_gc()
                 return await drive(daemon.services.shared["webhooks"]._dispatch, requests, warmup)
+        if server == "e2e":
+            return await _end_to_end(state, requests, warmup)
         if server == "ref":
             store = GroupCommit(str(state / "ref.db"))
             committer = asyncio.get_running_loop().create_task(store.committer())
@@ -158,6 +176,53 @@ async def measure(server: str, requests: int, warmup: int) -> tuple[float, float
         return await drive(bare_handler, requests, warmup)
     finally:
         shutil.rmtree(state, ignore_errors=True)
+
+
+async def _end_to_end(state: Path, requests: int, warmup: int) -> tuple[float, float]:
+    from integrator.engine.daemon import _tune_gc
+    from integrator.testing import running_daemon
+
+    arrived = 0
+    changed = asyncio.Event()
+
+    async def receive(request: web.Request) -> web.Response:
+        nonlocal arrived
+        await request.read()
+        arrived += 1
+        changed.set()
+        return web.Response(status=200)
+
+    async def settle(sent: int) -> None:
+        while arrived < sent:
+            changed.clear()
+            await asyncio.wait_for(changed.wait(), 30)
+
+    app = web.Application()
+    app.router.add_post("/deliver", receive)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    target = f"http://127.0.0.1:{port}/deliver"
+    route = tomli_w.dumps(
+        {
+            "routes": {
+                "ingest": {
+                    "source": {"type": "webhook", "path": "/hooks/bench"},
+                    "middleware": [FILTER, MAP, VALIDATE],
+                    "sinks": [{"type": "http", "url": target, "concurrency": 16}],
+                }
+            }
+        }
+    )
+    try:
+        async with running_daemon(route, state) as daemon:
+            _tune_gc()
+            handler = daemon.services.shared["webhooks"]._dispatch
+            return await drive(handler, requests, warmup, settle)
+    finally:
+        await runner.cleanup()
 
 
 def instructions(server: str, requests: int) -> int:
@@ -182,14 +247,16 @@ def instructions(server: str, requests: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--server", choices=("integrator", "ref", "bare"), default="integrator")
+    parser.add_argument(
+        "--server", choices=("integrator", "ref", "bare", "e2e"), default="integrator"
+    )
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--warmup", type=int, default=2_000)
     parser.add_argument("--instructions", action="store_true", help="count them under valgrind")
     args = parser.parse_args(argv)
     if args.instructions:
         count = instructions(args.server, min(args.requests, 2_000))
-        print(f"{args.server}: {count / 1000:.0f}k instructions per request")
+        print(f"{args.server}: {count / 1000:.0f}k instructions per {_unit(args.server)}")
         return 0
     logging.disable(logging.WARNING)
     try:
@@ -200,11 +267,16 @@ def main(argv: list[str] | None = None) -> int:
         loop_factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         cpu, wall = runner.run(measure(args.server, args.requests, args.warmup))
+    where = "loopback to the receiver" if args.server == "e2e" else "no sockets"
     print(
-        f"{args.server}: {cpu / args.requests * 1e6:.1f} us CPU per request, "
-        f"{args.requests / wall:,.0f} requests/s (one process, no sockets)"
+        f"{args.server}: {cpu / args.requests * 1e6:.1f} us CPU per {_unit(args.server)}, "
+        f"{args.requests / wall:,.0f}/s (one process, {where})"
     )
     return 0
+
+
+def _unit(server: str) -> str:
+    return "message delivered" if server == "e2e" else "request"
 
 
 if __name__ == "__main__":
