@@ -157,20 +157,13 @@ def _path(names: tuple[str, ...], root: bool) -> Compiled:
     first, rest = names[0], names[1:]
     if root and first not in MESSAGE_FIELDS:
         return _none
-    if root and not rest:
-        return attrgetter(first)
     if root:
+        # The first name is a Message attribute; the rest walk the data it holds.
         start = attrgetter(first)
-
-        def message_path(message: Any) -> Any:
-            value = start(message)
-            for name in rest:
-                if not isinstance(value, dict):
-                    return None
-                value = value.get(name)
-            return value
-
-        return message_path
+        if not rest:
+            return start
+        within = _path(rest, False)
+        return lambda message: within(start(message))
     if not rest:
         return lambda value: value.get(first) if isinstance(value, dict) else None
 
