@@ -14,16 +14,12 @@ class Wakeup:
 
     def __init__(self) -> None:
         self._event = anyio.Event()
-        self._set = False  # mirrors the event: intake sets it once per message
 
     def set(self) -> None:
-        if not self._set:
-            self._set = True
-            self._event.set()
+        self._event.set()
 
     def clear(self) -> None:
-        if self._set:
-            self._set = False
+        if self._event.is_set():
             self._event = anyio.Event()
 
     async def wait(self, timeout: float) -> None:
