@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+from aiohttp import hdrs
 import anyio
 import msgspec
 import yarl
@@ -312,7 +313,10 @@ async def _read_body(
     response: aiohttp.ClientResponse, limit: int, method: str, url: yarl.URL
 ) -> bytes:
     length = response.content_length
-    if length is not None and length <= limit:
+    # Content-Length counts the bytes sent; a compressed body is longer once aiohttp
+    # has decoded it, so only an uncompressed one may be read in one call.
+    encoded = response.headers.get(hdrs.CONTENT_ENCODING, "identity").lower() != "identity"
+    if length is not None and length <= limit and not encoded:
         return await response.read()  # aiohttp stops at Content-Length
     chunks: list[bytes] = []
     size = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,19 @@ async def test_a_response_body_over_the_limit_is_a_permanent_request_error(
         assert not caught.value.retriable
         response = await client.request("GET", client.resolve(path="/big"), max_body=3000)
         assert response.body == b"x" * 3000
+
+
+async def test_a_compressed_body_is_held_to_the_limit_once_decoded(client_for: Any) -> None:
+    async def bomb(request: web.Request) -> web.Response:
+        body = gzip.compress(b"x" * 100_000)  # ~150 bytes on the wire
+        return web.Response(body=body, headers={"Content-Encoding": "gzip"})
+
+    app = web.Application()
+    app.router.add_get("/bomb", bomb)
+    async with serve(app) as url:
+        client = client_for(connection(url=url))
+        with pytest.raises(RequestError, match="response body over 2000 bytes"):
+            await client.request("GET", client.resolve(path="/bomb"), max_body=2000)
 
 
 async def test_a_refused_connection_is_a_retriable_request_error(client_for: Any) -> None:
