@@ -909,6 +909,8 @@ def _component_options(
             context["sinks"] = report.route_sinks
         try:
             check(**context)
-        except ValueError as err:
+        except (ValueError, ComponentUnavailable) as err:
+            # ComponentUnavailable: an option named a component (a signature scheme, a
+            # codec) registered by reference whose module cannot be imported.
             report.add(keypath, str(err))
     return options

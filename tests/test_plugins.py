@@ -245,6 +245,31 @@ def test_a_config_using_a_component_that_cannot_be_imported_is_a_problem_of_its_
     )
 
 
+class SchemeByReference:
+    """A plugin that registers a signature scheme by a reference that cannot import."""
+
+    @hookimpl
+    def integrator_signatures(self, register: Any) -> None:
+        register("acme", "integrator_no_such_module:AcmeSignature")
+
+
+def test_an_option_naming_a_component_that_cannot_be_imported_is_a_problem_of_its_key(
+    tmp_path: Path,
+) -> None:
+    registry = registry_with(SchemeByReference())
+    text = (
+        '[routes.r]\nsinks = [{ type = "stdout" }]\n[routes.r.source]\ntype = "webhook"\n'
+        'path = "/in"\nverify = { scheme = "acme", secret = "s" }\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, tmp_path / "integrator.toml", registry)
+    [problem] = caught.value.problems
+    assert "routes.r.source: signature 'acme' of plugin 'SchemeByReference' cannot be loaded" in (
+        problem
+    )
+    assert "INTEGRATOR_DISABLE_PLUGINS=SchemeByReference" in problem
+
+
 def test_a_plugin_raising_in_a_hook_does_not_stop_the_others() -> None:
     class Exploding:
         @hookimpl

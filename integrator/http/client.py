@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-from aiohttp import hdrs
 import anyio
 import msgspec
 import yarl
+from aiohttp import hdrs
 from multidict import CIMultiDictProxy
 
 from integrator import __version__
