@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import threading
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -134,26 +134,41 @@ REDACTOR = Redactor()
 
 
 def redact_url(url: str, *, drop_userinfo: bool = False) -> str:
-    """A URL fit for logs and errors: its password shown as ``***``.
+    """A connection URL fit for logs and errors: its password, and the values of
+    query parameters named like a credential (``?password=…``, ``token``,
+    ``secret``), shown as ``***``.
 
     ``drop_userinfo`` removes the whole user part, for schemes that may carry a
-    token there instead of a user name (NATS).
+    token there instead of a user name (NATS). The query is kept otherwise: it holds
+    settings worth seeing (``sslmode``). An HTTP request's URL is logged with
+    :func:`integrator.http.client.public_url` instead, which drops query and user.
     """
     parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    userinfo, host = parts.netloc.rsplit("@", 1)
-    if drop_userinfo:
-        netloc = host
-    elif parts.password is None:
-        return url
-    else:
-        netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    if _CREDENTIAL_KEY.search(parts.query):
+        query = [
+            (key, "***" if _CREDENTIAL_KEY.search(key) else value)
+            for key, value in parse_qsl(parts.query, keep_blank_values=True)
+        ]
+        parts = parts._replace(query=urlencode(query, safe="*"))
+    if "@" in parts.netloc:
+        userinfo, host = parts.netloc.rsplit("@", 1)
+        if drop_userinfo:
+            parts = parts._replace(netloc=host)
+        elif parts.password is not None:
+            parts = parts._replace(netloc=f"{userinfo.split(':', 1)[0]}:***@{host}")
+    return urlunsplit(parts)
 
 
-def remember_url_password(url: str) -> None:
-    """Have the redactor hide a password written into a URL, wherever it shows up."""
-    password = urlsplit(url).password
-    if password:
-        REDACTOR.add(password)
+_CREDENTIAL_KEY = re.compile("pass|secret|token", re.IGNORECASE)
+
+
+def remember_url_password(url: str, *, include_user: bool = False) -> None:
+    """Have the redactor hide a password written into a URL, wherever it shows up:
+    as written and percent-decoded (client libraries use and may echo the decoded
+    one). ``include_user`` also hides the user part, for schemes that may carry a
+    token there (NATS)."""
+    parts = urlsplit(url)
+    for value in (parts.password, parts.username if include_user else None):
+        if value:
+            REDACTOR.add(value)
+            REDACTOR.add(unquote(value))

@@ -29,6 +29,22 @@ def test_drop_userinfo_removes_a_token_written_as_the_user() -> None:
     )
 
 
+def test_a_percent_encoded_url_password_is_redacted_decoded_too() -> None:
+    remember_url_password("postgresql://app:p%40ss-w0rd-xyz@db/prod")
+    assert REDACTOR.redact("auth failed p@ss-w0rd-xyz") == "auth failed ***"
+    assert REDACTOR.redact("url p%40ss-w0rd-xyz") == "url ***"
+
+
+def test_a_token_in_the_user_part_is_remembered_when_asked() -> None:
+    remember_url_password("nats://s3cret-token-abc@nats:4222", include_user=True)
+    assert REDACTOR.redact("bad token s3cret-token-abc") == "bad token ***"
+
+
+def test_a_redacted_url_hides_credential_query_parameters_and_keeps_the_rest() -> None:
+    redacted = redact_url("postgresql://db/app?sslmode=require&password=hunter22&apiToken=t0k")
+    assert redacted == "postgresql://db/app?sslmode=require&password=***&apiToken=***"
+
+
 def test_a_remembered_url_password_is_redacted_wherever_it_shows_up() -> None:
     remember_url_password("amqp://app:url-secret-xyz@broker/prod")
     assert REDACTOR.redact("login failed for url-secret-xyz") == "login failed for ***"

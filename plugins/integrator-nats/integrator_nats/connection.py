@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import msgspec
 
-from integrator import Duration, IntegratorError, Secret, redact_url
+from integrator import Duration, IntegratorError, Secret, redact_url, remember_url_password
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -75,6 +75,8 @@ class ConnectionOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     ping_interval: Duration = Duration(20.0)
 
     def validate(self) -> None:
+        for server in self.servers():
+            remember_url_password(server, include_user=True)  # a token may sit there
         if self.tls is not None:
             self.tls.validate()
         if self.token is not None and (self.user or self.password):

@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 import msgspec
 
-from integrator import DeliveryError, Duration, IntegratorError, Secret, redact_url
+from integrator import (
+    DeliveryError,
+    Duration,
+    IntegratorError,
+    Secret,
+    redact_url,
+    remember_url_password,
+)
 
 if TYPE_CHECKING:
     import asyncpg
@@ -75,6 +82,7 @@ class ConnectionOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     def validate(self) -> None:
         if not self.url.startswith(("postgres://", "postgresql://")):
             raise ValueError("url must start with postgresql:// (or postgres://)")
+        remember_url_password(self.url)
         if self.tls is not None:
             self.tls.validate()
 

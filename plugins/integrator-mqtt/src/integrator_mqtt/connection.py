@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlsplit
 import anyio
 import msgspec
 
-from integrator import Duration, IntegratorError, Secret
+from integrator import Duration, IntegratorError, Secret, remember_url_password
 
 if TYPE_CHECKING:
     import aiomqtt
@@ -71,8 +71,7 @@ class MqttConnectionOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=
             raise ValueError("url needs a host name")
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file go together")
-        if parts.password:
-            Secret(unquote(parts.password))  # registered with the log redactor
+        remember_url_password(self.url)
 
     @property
     def endpoint(self) -> str:
