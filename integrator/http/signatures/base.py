@@ -92,8 +92,14 @@ class SignatureScheme:
 
     def __init__(self, options: Any) -> None:
         self.options = options
-        self._keys = [secret.reveal().encode() for secret in options.secrets]
-        self._hmac = HmacKeys(self._keys)
+        self._keys = self.keys(options)
+        # HMAC-SHA256 unless the scheme's options choose the hash (``algorithm``).
+        self._hmac = HmacKeys(self._keys, getattr(options, "algorithm", "sha256"))
+
+    def keys(self, options: Any) -> list[bytes]:
+        """The keys from the configured secrets: their UTF-8 bytes. A scheme whose
+        secrets are encoded (Standard Webhooks' ``whsec_`` base64) overrides this."""
+        return [secret.reveal().encode() for secret in options.secrets]
 
     def verify(self, headers: Mapping[str, str], body: bytes, *, now: float) -> Verified:
         """Check one request; ``now`` is the current Unix time in seconds."""

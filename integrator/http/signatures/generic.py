@@ -25,7 +25,6 @@ from collections.abc import Mapping
 from typing import Literal
 
 from integrator.http.signatures.base import (
-    HmacKeys,
     SignatureError,
     SignatureScheme,
     TimedOptions,
@@ -109,7 +108,6 @@ class HmacSignature(SignatureScheme):
     def __init__(self, options: HmacOptions) -> None:
         super().__init__(options)
         self.options: HmacOptions = options
-        self._hmac = HmacKeys(self._keys, options.algorithm)
         self._pieces = parse_template(options.signed_content)
         self._decode = decode_hex if options.encoding == "hex" else decode_base64
         self._unit = 0.001 if options.timestamp_unit == "ms" else 1.0

@@ -14,7 +14,6 @@ import binascii
 from collections.abc import Mapping, Sequence
 
 from integrator.http.signatures.base import (
-    HmacKeys,
     SignatureScheme,
     TimedOptions,
     Verified,
@@ -68,9 +67,10 @@ class StandardWebhooksSignature(SignatureScheme):
 
     def __init__(self, options: StandardWebhooksOptions) -> None:
         super().__init__(options)
-        self._keys = [decode_secret(secret) for secret in options.secrets]
-        self._hmac = HmacKeys(self._keys)
         self._tolerance = float(options.tolerance)
+
+    def keys(self, options: StandardWebhooksOptions) -> list[bytes]:
+        return [decode_secret(secret) for secret in options.secrets]
 
     def verify(self, headers: Mapping[str, str], body: bytes, *, now: float) -> Verified:
         msg_id = require_header(headers, "webhook-id", "svix-id")
