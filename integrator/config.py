@@ -671,8 +671,9 @@ def _load_route(
         for i, spec in enumerate(sink_tables)
     ]
     _name_sinks(report, base, sinks)
-    # The route's middleware may name its sinks (switch): ``validate(sinks=…)`` checks them.
-    report.route_sinks = [s.name for s in sinks if s is not None]
+    # The route's middleware may name its sinks (switch): ``validate(sinks=…)`` checks
+    # them, when every sink could be read (a broken one has its own problem line).
+    report.route_sinks = None if None in sinks else [s.name for s in sinks if s is not None]
     try:
         middleware = [
             _component(report, registry, "middleware", (*base, "middleware", i), spec)

@@ -13,7 +13,7 @@ from integrator.engine import route as engine_route
 from integrator.errors import ConfigError, Reject
 from integrator.message import Message
 from integrator.testing import make_registry
-from integrator.transforms.switch import TARGETS, SwitchCase, SwitchMiddleware, SwitchOptions
+from integrator.transforms.switch import TARGETS, SwitchMiddleware
 
 CASES = [
     {"when": "body.kind == 'order'", "sinks": ["erp"]},
@@ -117,9 +117,29 @@ def test_a_sink_name_the_route_does_not_have_is_a_config_problem(tmp_path: Path)
     )
 
 
-def test_a_switch_in_a_sink_chain_is_not_checked_against_route_sinks() -> None:
-    options = SwitchOptions(cases=[SwitchCase(when="`true`", sinks=["anything"])])
-    options.validate()  # no route known: names are not judged
+def test_a_sink_that_cannot_be_read_is_its_own_problem_not_also_the_switchs(
+    tmp_path: Path,
+) -> None:
+    _, registry = make_registry()
+    text = route_toml(tmp_path).replace(
+        'type = "file", name = "erp"', 'type = "fiel", name = "erp"'
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, tmp_path / "x.toml", registry)
+    (problem,) = caught.value.problems
+    assert "unknown sink type 'fiel'" in problem
+
+
+def test_a_switch_in_a_sink_chain_is_not_checked_against_route_sinks(tmp_path: Path) -> None:
+    _, registry = make_registry()
+    text = f"""
+[routes.r]
+source = {{ type = "timer", interval = "1s" }}
+sinks = [{{ type = "file", path = "{tmp_path}/out.jsonl", middleware = [
+  {{ type = "switch", cases = [{{ when = "`true`", sinks = ["anything"] }}] }},
+] }}]
+"""
+    parse_config(text, tmp_path / "x.toml", registry)  # no route sinks to judge names by
 
 
 def lines(path: Path) -> list[Any]:
