@@ -79,9 +79,25 @@ async def test_close_wakes_takers_waiting_on_an_empty_queue() -> None:
     assert ended == 3
 
 
-async def test_a_cancelled_waiting_taker_loses_no_item() -> None:
+async def test_a_taker_cancelled_as_an_item_arrives_loses_no_item() -> None:
     queue = Handoff[int](1)
-    with anyio.move_on_after(0.01):
-        await queue.get()
-    await queue.put(7)
-    assert await queue.get() == 7
+    got: list[int] = []
+
+    async def take(scope: anyio.CancelScope) -> None:
+        with scope:
+            got.append(await queue.get())
+
+    scope = anyio.CancelScope()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(take, scope)
+        await anyio.wait_all_tasks_blocked()
+        await queue.put(7)
+        scope.cancel()  # the same tick: the taker was woken, and is now cancelled
+    assert got == [7] or (len(queue) == 1 and await queue.get() == 7)
+
+
+async def test_nothing_can_be_put_once_closed() -> None:
+    queue = Handoff[int](1)
+    queue.close()
+    with pytest.raises(anyio.ClosedResourceError):
+        await queue.put(1)

@@ -348,5 +348,6 @@ def _tune_gc() -> None:
     ~6 % of the CPU of durable ingest in bench/. What start-up made (modules, config,
     plugins) is frozen out of collection altogether.
     """
+    gc.collect()  # start-up's own garbage (import-time cycles) is not frozen for good
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)

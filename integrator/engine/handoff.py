@@ -31,7 +31,10 @@ class Handoff(Generic[T]):
         return len(self._items)
 
     async def put(self, item: T) -> None:
-        """Append ``item``, waiting while the queue is full."""
+        """Append ``item``, waiting while the queue is full;
+        :class:`anyio.ClosedResourceError` once closed (no taker would get it)."""
+        if self._closed:
+            raise anyio.ClosedResourceError
         while len(self._items) >= self._capacity:
             if self._has_room.is_set():
                 self._has_room = anyio.Event()

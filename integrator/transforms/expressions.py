@@ -102,7 +102,12 @@ _SIZED = (str, bytes, list, tuple, dict)
 
 
 def is_truthy(value: Any) -> bool:
-    """JMESPath truthiness: false, null and empty strings, arrays and objects are false."""
+    """JMESPath truthiness: false, null and empty strings, arrays and objects are false.
+
+    This judges an expression's final value (``filter``, ``switch``); empty bytes and
+    tuples count as empty too, since a body may be bytes. Inside an expression,
+    ``&&``, ``||`` and ``!`` keep jmespath's own rule (``fastpath._false``).
+    """
     if value is True:
         return True
     if value is None or value is False:
