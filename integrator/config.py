@@ -628,10 +628,8 @@ def _check_auth(
             (*keypath, "type"), f"unknown auth type {kind!r}: {registry.missing_hint('auth', kind)}"
         )
         return None
-    try:
-        component = registered.component  # imported now if registered by reference
-    except ComponentUnavailable as err:
-        report.add((*keypath, "type"), str(err))
+    component = _imported(report, registered, keypath)
+    if component is None:
         return None
     options = _component_options(report, component, keypath, raw, {"type"})
     return {"type": kind, "options": options}
@@ -827,10 +825,8 @@ def _component(
             f"unknown {kind} type {type_name!r}: {registry.missing_hint(kind, type_name)}",
         )
         return None
-    try:
-        component = registered.component  # imported now if registered by reference
-    except ComponentUnavailable as err:
-        report.add((*keypath, "type"), str(err))
+    component = _imported(report, registered, keypath)
+    if component is None:
         return None
     own_keys = _SINK_KEYS if kind == "sink" else _COMPONENT_KEYS
     options = _component_options(report, component, keypath, raw, own_keys)
@@ -868,6 +864,16 @@ class _SinkCommon(_Strict):
     retry: RetryConfig | None = None
     breaker: BreakerConfig | None = None
     batch: BatchConfig | None = None
+
+
+def _imported(report: _Reporter, registered: Any, keypath: tuple[str | int, ...]) -> Any:
+    """The registered component, imported now if it was registered by reference; None
+    (and a problem at the ``type`` key) when its module cannot be imported."""
+    try:
+        return registered.component
+    except ComponentUnavailable as err:
+        report.add((*keypath, "type"), str(err))
+        return None
 
 
 def _component_options(
