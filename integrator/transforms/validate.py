@@ -12,6 +12,8 @@ jsonschema-rs refused, to write the reason, as it always has. Where the two disa
 (regex dialects: Python's ``$`` also matches before a final newline; formats such as
 ``date-time`` that jsonschema checks only with optional libraries), the body is still
 rejected, with jsonschema-rs's own violations in the same ``path: message`` shape.
+Patterns follow ECMA-262 as the spec says (``\\w`` and ``\\d`` are ASCII), and a
+decimal ``multipleOf`` is exact: docs/middleware.md lists these for operators.
 jsonschema alone decides for a schema jsonschema-rs cannot compile (Draft 3, a
 ``pattern`` only Python's ``re`` reads, a remote ``$ref``) and for a body holding a
 value that is not JSON data (a ``datetime``, ``bytes``, a ``set``).

@@ -88,6 +88,21 @@ async def test_formats_jsonschema_cannot_check_are_checked(build, run) -> None:
         )
 
 
+async def test_patterns_follow_ecma_262_so_word_and_digit_classes_are_ascii(build, run) -> None:
+    schema = {"properties": {"name": {"type": "string", "pattern": "^\\w+$"}}}
+    with pytest.raises(Reject, match=r"\$\.name: .+ does not match"):
+        await run(build(ValidateMiddleware, schema=schema), message=Message(body={"name": "é"}))
+    letters = {"properties": {"name": {"type": "string", "pattern": "^[0-9A-Za-zÀ-ÿ_]+$"}}}
+    message = Message(body={"name": "é"})
+    assert await run(build(ValidateMiddleware, schema=letters), message=message) == [message]
+
+
+async def test_a_decimal_multiple_of_is_exact(build, run) -> None:
+    message = Message(body={"price": 0.07})
+    schema = {"properties": {"price": {"multipleOf": 0.01}}}
+    assert await run(build(ValidateMiddleware, schema=schema), message=message) == [message]
+
+
 async def test_check_formats_false_is_honoured_by_both_validators(build, run) -> None:
     schema = {"properties": {"ip": {"format": "ipv4"}, "when": {"format": "date-time"}}}
     body = {"ip": "999.1.1.1", "when": "yesterday"}
