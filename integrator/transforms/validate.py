@@ -22,7 +22,6 @@ value that is not JSON data (a ``datetime``, ``bytes``, a ``set``).
 from __future__ import annotations
 
 import json
-import re
 import tomllib
 from collections.abc import Iterable
 from pathlib import Path
@@ -40,9 +39,6 @@ if TYPE_CHECKING:  # jsonschema(-rs) is imported when a route first uses `valida
     import jsonschema_rs
 
 _MESSAGE_LIMIT = 200
-_PLAIN_NAME = re.compile("^[a-zA-Z][a-zA-Z0-9_]*$")
-
-
 class ValidateOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: The JSON Schema, inline.
     schema: dict[str, Any] | None = None
@@ -166,16 +162,11 @@ def fast_violations(fast: jsonschema_rs.Validator, body: Any) -> list[str]:
 
 
 def _json_path(path: Iterable[str | int]) -> str:
-    """``$.items[0].sku``, as jsonschema's ``ValidationError.json_path`` writes it."""
-    text = "$"
-    for part in path:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        elif _PLAIN_NAME.match(part):
-            text += "." + part
-        else:
-            text += "['" + part.replace("\\", "\\\\").replace("'", "\\'") + "']"
-    return text
+    """``$.items[0].sku``: jsonschema's own ``json_path`` for the same path, so both
+    validators' reasons name places alike."""
+    from jsonschema.exceptions import ValidationError
+
+    return str(ValidationError("", path=path).json_path)
 
 
 class ValidateMiddleware(Middleware):

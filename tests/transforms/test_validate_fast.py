@@ -15,7 +15,7 @@ from aiohttp import web
 from integrator.components import Context
 from integrator.errors import Reject
 from integrator.message import Message
-from integrator.transforms.validate import ValidateMiddleware, violations
+from integrator.transforms.validate import ValidateMiddleware, fast_violations, violations
 from tests.http.loopback import serve
 
 ORDER = {
@@ -186,3 +186,13 @@ def test_registering_validate_imports_neither_validator() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_jsonschema_rs_violations_name_places_as_jsonschema_does() -> None:
+    import jsonschema_rs
+
+    schema = {"properties": {"the currency": {"pattern": "^[A-Z]{3}$"}}}
+    fast = jsonschema_rs.validator_for(schema)
+    assert fast_violations(fast, {"the currency": "EUR\n"}) == [
+        '$[\'the currency\']: "EUR\\n" does not match "^[A-Z]{3}$"'
+    ]
