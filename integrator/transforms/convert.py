@@ -25,6 +25,7 @@ the message, with the reason saying where (a line, a record, a field).
 from __future__ import annotations
 
 import functools
+import importlib
 from collections import ChainMap
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -44,19 +45,15 @@ if TYPE_CHECKING:
 
 @functools.cache
 def builtin_codecs() -> dict[str, type[Codec]]:
-    """The codecs every daemon has, by name: imported the first time a format is looked up."""
-    from integrator.transforms.csv_codec import CsvCodec
-    from integrator.transforms.simple_codecs import (
-        BytesCodec,
-        FormCodec,
-        JsonCodec,
-        MsgpackCodec,
-        TextCodec,
-    )
-    from integrator.transforms.xml_codec import XmlCodec
+    """The codecs every daemon has, by name (the references the built-in plugin
+    registers): imported the first time a format is looked up without a registry."""
+    from integrator.transforms.plugin import CODECS
 
-    codecs = (JsonCodec, MsgpackCodec, CsvCodec, XmlCodec, FormCodec, TextCodec, BytesCodec)
-    return {codec.name: codec for codec in codecs}
+    codecs: dict[str, type[Codec]] = {}
+    for name, reference in CODECS.items():
+        module, _, attribute = reference.partition(":")
+        codecs[name] = getattr(importlib.import_module(module), attribute)
+    return codecs
 
 
 def __getattr__(name: str) -> Any:
@@ -80,6 +77,9 @@ class RegisteredCodecs(Mapping[str, type[Codec]]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries  # without importing the codec, as Mapping's would
 
     def __len__(self) -> int:
         return len(self._entries)

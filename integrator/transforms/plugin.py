@@ -24,7 +24,8 @@ MIDDLEWARE = {
     "route": "integrator.transforms.switch:SwitchMiddleware",
 }
 
-#: The same codecs as :func:`integrator.transforms.convert.builtin_codecs`.
+#: The built-in codecs, by reference (:func:`integrator.transforms.convert.builtin_codecs`
+#: imports them for code that runs without a registry).
 CODECS = {
     "json": "integrator.transforms.simple_codecs:JsonCodec",
     "msgpack": "integrator.transforms.simple_codecs:MsgpackCodec",

@@ -39,6 +39,8 @@ if TYPE_CHECKING:  # jsonschema(-rs) is imported when a route first uses `valida
     import jsonschema_rs
 
 _MESSAGE_LIMIT = 200
+
+
 class ValidateOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: The JSON Schema, inline.
     schema: dict[str, Any] | None = None

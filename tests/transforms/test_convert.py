@@ -204,3 +204,18 @@ def test_an_unknown_format_fails_when_the_route_is_built(build) -> None:
     assert "route 'r': convert: to: unknown format 'yaml'; known formats: bytes, csv" in str(
         caught.value
     )
+
+
+def test_asking_whether_a_registered_codec_exists_does_not_import_it() -> None:
+    from integrator.transforms.convert import codecs_from_registry
+
+    class Unimportable:
+        @hookimpl
+        def integrator_codecs(self, register: Any) -> None:
+            register("ghost", "integrator_no_such_module:GhostCodec")
+
+    pm, registry = get_plugin_manager(entrypoints=False)
+    pm.register(Unimportable(), name="Unimportable")
+    codecs = codecs_from_registry(build_registry(pm, registry))
+    assert "ghost" in codecs  # importing it would raise ComponentUnavailable
+    assert "json" in codecs
