@@ -155,3 +155,26 @@ async def test_a_plugin_store_backend_is_chosen_by_config(tmp_path: Path) -> Non
         assert isinstance(d.services.store, CountingStore)
     assert CountingStore.opened == 1
     assert (tmp_path / "custom.db").exists()
+
+
+@pytest.mark.parametrize("disabled", ["", "http"])
+async def test_shutdown_closes_the_http_clients_components_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, disabled: str
+) -> None:
+    # An enrich lookup makes the daemon's HTTP clients, with or without the http plugin
+    # (sink, poll); whatever a component failed to give back is closed at shutdown.
+    monkeypatch.setenv("INTEGRATOR_DISABLE_PLUGINS", disabled)
+    toml = """
+[connections.api]
+url = "http://127.0.0.1:9"
+
+[routes.r]
+source = { type = "timer", interval = "1h" }
+middleware = [{ type = "enrich", lookup = "http", connection = "api", path = "/x", target = "attributes.x" }]
+sinks = [{ type = "stdout" }]
+"""
+    async with running_daemon(toml, tmp_path) as running:
+        clients = running.daemon.services.shared["http"]
+        config = running.daemon.config.connections["api"]
+        leaked = await clients.acquire("api", config)  # a user that never releases it
+    assert leaked.closed

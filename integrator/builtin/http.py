@@ -6,7 +6,6 @@ pagination and schedules are imported only by a daemon whose config uses one.
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from integrator.hookspecs import hookimpl
@@ -20,13 +19,3 @@ def integrator_sinks(register: Any) -> None:
 @hookimpl
 def integrator_sources(register: Any) -> None:
     register("http_poll", "integrator.builtin.http_poll:HttpPollSource")
-
-
-@hookimpl
-async def integrator_shutdown(daemon: Any) -> None:
-    """Close the daemon's HTTP clients (any component's: a sink, a poll, ``enrich``)."""
-    if "integrator.http.client" not in sys.modules:
-        return  # nothing imported it, so no client was made
-    from integrator.http.client import close_http_clients
-
-    await close_http_clients(daemon)

@@ -145,8 +145,17 @@ class Daemon:
         finally:
             with anyio.CancelScope(shield=True):
                 await self._lifecycle("integrator_shutdown", fatal=False)
+                await self._close_http_clients()
                 await store.close()
             log.info("stopped")
+
+    async def _close_http_clients(self) -> None:
+        """Close the HTTP clients any component opened (a sink, a poll, ``enrich``,
+        OAuth2): the daemon's own job, whichever plugins are enabled."""
+        if self.services is not None and "http" in self.services.shared:  # client.SERVICE
+            from integrator.http.client import close_http_clients
+
+            await close_http_clients(self)
 
     async def _start_listeners(self, tg: anyio.abc.TaskGroup) -> None:
         """Start the shared listeners (webhooks, admin) before the routes that use them."""
