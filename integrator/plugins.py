@@ -206,10 +206,24 @@ def get_plugin_manager(
                 info.error = f"{type(err).__name__}: {err}"
                 log.warning("plugin %s failed to load: %s", ep.name, info.error)
 
+    if builtins and entrypoints:
+        _warn_unknown_blocked(blocked, registry)
     if os.environ.get("INTEGRATOR_TRACE_HOOKS"):
         pm.trace.root.setwriter(lambda text: log.debug("hook: %s", text.rstrip()))
         pm.enable_tracing()
     return pm, registry
+
+
+def _warn_unknown_blocked(blocked: set[str], registry: Registry) -> None:
+    """A name in INTEGRATOR_DISABLE_PLUGINS that matches no plugin blocks nothing: say so."""
+    known = {name for name in registry.plugins} | {n.rsplit(".", 1)[-1] for n in registry.plugins}
+    for name in sorted(blocked - known):
+        log.warning(
+            "INTEGRATOR_DISABLE_PLUGINS names %r, which is no plugin, so it blocks nothing; "
+            "`integrator plugins` lists their names (http_sink and http_poll are now "
+            "the built-in plugin 'http')",
+            name,
+        )
 
 
 def build_registry(pm: pluggy.PluginManager, registry: Registry | None = None) -> Registry:

@@ -311,6 +311,19 @@ def test_disable_plugins_blocks_a_plugin(
     assert registry.get("sink", "file") is not None
 
 
+def test_disabling_a_name_that_is_no_plugin_is_warned_about(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("INTEGRATOR_DISABLE_PLUGINS", "http_sink, stdout")
+    with caplog.at_level("WARNING", logger="integrator.plugins"):
+        _, registry = load_plugins()
+    assert registry.get("sink", "stdout") is None
+    warned = [r.getMessage() for r in caplog.records if "DISABLE_PLUGINS" in r.getMessage()]
+    assert len(warned) == 1
+    assert "'http_sink', which is no plugin" in warned[0]
+    assert "the built-in plugin 'http'" in warned[0]
+
+
 def test_load_plugins_pins_the_entry_point_plugins(
     with_plugins: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
