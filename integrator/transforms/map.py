@@ -73,14 +73,13 @@ class MapOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class MapPlan:
     """The options with every path parsed and every expression compiled."""
 
-    reads: list[tuple[FieldPath, Expression | Template | FieldPath]] = field(default_factory=list)
+    #: Each written field, and how to read its value from the incoming message.
+    reads: list[tuple[FieldPath, Callable[[Message], Any]]] = field(default_factory=list)
     renames: list[tuple[FieldPath, FieldPath]] = field(default_factory=list)
     deletes: list[FieldPath] = field(default_factory=list)
     defaults: list[tuple[FieldPath, Any]] = field(default_factory=list)
     coercions: list[tuple[FieldPath, Coercion]] = field(default_factory=list)
     replace_body: bool = False
-    #: What each of ``reads`` reads, as a function of the incoming message.
-    readers: list[Callable[[Message], Any]] = field(default_factory=list)
     #: Set when the plan only writes top-level body fields: their keys, in order.
     body_keys: list[str] | None = None
 
@@ -114,7 +113,7 @@ class MapPlan:
                     )
                 targets[target_text] = option
                 if target is not None and read is not None:
-                    plan.reads.append((target, read))
+                    plan.reads.append((target, _reader(read)))
         for old, new in options.rename.items():
             old_path = attempt("rename", old, lambda o=old: FieldPath.parse(o))
             new_path = attempt("rename", old, lambda n=new: FieldPath.parse(n))
@@ -134,7 +133,6 @@ class MapPlan:
                 plan.coercions.append((path, kind))
         if problems:
             raise ValueError("; ".join(problems))
-        plan.readers = [_reader(read) for _, read in plan.reads]
         plan.body_keys = plan._top_level_body_keys()
         return plan
 
@@ -148,7 +146,7 @@ class MapPlan:
 
     def apply(self, message: Message) -> Message:
         """The mapped message; raises ExpressionError, PathError or CoercionError."""
-        values = [read(message) for read in self.readers]
+        values = [read(message) for _, read in self.reads]
         body_keys = self.body_keys
         if body_keys is not None and (self.replace_body or isinstance(message.body, dict)):
             # The common shape: one shallow copy of the body, no editor.
