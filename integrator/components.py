@@ -62,8 +62,16 @@ class Intake(Protocol):
     store cannot take them, in which case nothing must be acknowledged.
     """
 
-    async def submit(self, messages: Sequence[Message]) -> list[bool]:
-        """Returns, per message, whether it was new (False: a repeat within the dedupe window)."""
+    async def submit(
+        self, messages: Sequence[Message], *, json_bodies: Sequence[bytes | None] | None = None
+    ) -> list[bool]:
+        """Returns, per message, whether it was new (False: a repeat within the dedupe window).
+
+        ``json_bodies`` is optional: per message, the JSON text its body was decoded
+        from, or None. A source that decoded JSON it received may pass the text, which
+        the store then keeps as is instead of encoding the body again; the body must be
+        exactly what decoding that text gives (unchanged since).
+        """
         ...
 
     async def wait_accepting(self) -> None:

@@ -63,12 +63,35 @@ class Message(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)
+_json_decode = msgspec.json.decode
+#: A message stored with the JSON text of its body (see ``encode``): a MessagePack array.
+_Received = tuple[bytes, dict[str, str], dict[str, Any], str, float, str]
+_received_decoder = msgspec.msgpack.Decoder(_Received)
+_ARRAY_OF_SIX = 0x96  # a Message itself is a MessagePack map (0x80-0x8f)
 
 
-def encode(message: Message) -> bytes:
-    """Serialise for the durable store (MessagePack: compact and fast)."""
-    return _encoder.encode(message)
+def encode(message: Message, json_body: bytes | None = None) -> bytes:
+    """Serialise for the durable store (MessagePack: compact and fast).
+
+    ``json_body`` is the JSON text the body was decoded from, when the source still
+    has it: stored as received, it spares encoding the body a second time (the larger
+    part of the work for a webhook), and ``decode`` decodes it again.
+    """
+    if json_body is None:
+        return _encoder.encode(message)
+    m = message
+    return _encoder.encode((json_body, m.headers, m.attributes, m.id, m.created_at, m.trace_id))
 
 
 def decode(data: bytes) -> Message:
-    return _decoder.decode(data)
+    if data[0] != _ARRAY_OF_SIX:
+        return _decoder.decode(data)
+    body, headers, attributes, id, created_at, trace_id = _received_decoder.decode(data)
+    return Message(
+        body=_json_decode(body),
+        headers=headers,
+        attributes=attributes,
+        id=id,
+        created_at=created_at,
+        trace_id=trace_id,
+    )

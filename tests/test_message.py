@@ -5,7 +5,10 @@ from __future__ import annotations
 import time
 import uuid
 
-from integrator.message import Message, new_id
+import msgspec
+import pytest
+
+from integrator.message import Message, decode, encode, new_id
 
 
 def test_a_new_id_is_a_version_7_uuid_in_canonical_form() -> None:
@@ -44,3 +47,30 @@ def test_new_ids_vary_in_every_random_digit() -> None:
 def test_a_message_without_an_id_gets_a_new_one() -> None:
     assert uuid.UUID(Message(body=1).id).version == 7
     assert Message(body=1).id != Message(body=1).id
+
+
+MESSAGE = Message(
+    body={"a": [1, 2.5, None, "é"]},
+    headers={"content-type": "application/json"},
+    attributes={"path": "/hooks/x", "query": {"k": ["1", "2"]}},
+    id="m-1",
+    created_at=1_700_000_000.25,
+    trace_id="trace",
+)
+
+
+@pytest.mark.parametrize(
+    "json_body", [None, b'{"a": [1, 2.5, null, "\\u00e9"]}'], ids=["encoded", "text"]
+)
+def test_a_stored_message_decodes_to_an_equal_message(json_body: bytes | None) -> None:
+    assert decode(encode(MESSAGE, json_body)) == MESSAGE
+
+
+def test_a_body_stored_as_json_text_keeps_that_text_as_received() -> None:
+    text = b'{ "a" : [1, 2.5, null, "\\u00e9"] }'
+    assert text in encode(MESSAGE, text)
+
+
+def test_a_message_stored_before_json_text_bodies_still_decodes() -> None:
+    # The envelope of earlier versions: the Message struct itself as a MessagePack map.
+    assert decode(msgspec.msgpack.encode(MESSAGE)) == MESSAGE

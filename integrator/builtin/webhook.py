@@ -223,11 +223,13 @@ class _Receiver:
         scheme = source.scheme
         webhook_id = None if scheme is None else self._verify(scheme, request, headers, body)
         payload: Any = body
+        json_body = None
         if source.options.require_json:
             try:
                 payload = msgspec.json.decode(body)
             except msgspec.DecodeError as err:
                 raise HTTPProblem(400, f"the body is not valid JSON: {err}") from None
+            json_body = body  # the store keeps the text rather than encoding it again
         if not self.intake.accepting:
             raise self._unavailable("the receiver is over capacity; retry later")
         if source.id_header:
@@ -247,7 +249,7 @@ class _Receiver:
             id=webhook_id or new_id(),
         )
         try:
-            (new,) = await self.intake.submit([message])
+            (new,) = await self.intake.submit([message], json_bodies=[json_body])
         except StoreError as err:
             log.error("route %s: webhook not stored, answered 503: %s", self.route, err)
             raise self._unavailable("the webhook could not be stored; retry later") from None
@@ -329,13 +331,16 @@ class _Receiver:
 
 def _headers(request: web.BaseRequest) -> dict[str, str]:
     """Lower-cased request headers without hop-by-hop ones; repeats joined with ", "."""
-    headers: dict[str, str] = {}
-    for name, value in request.headers.items():
-        key = name.lower()
-        if key in headers:
-            headers[key] = f"{headers[key]}, {value}"
-        elif key not in HOP_BY_HOP:
-            headers[key] = value
+    received = request.headers
+    headers = {name.lower(): value for name, value in received.items()}
+    if len(headers) != len(received):  # a name repeated: its values joined, in order
+        headers = {}
+        for name, value in received.items():
+            key = name.lower()
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    if not HOP_BY_HOP.isdisjoint(headers):
+        for key in HOP_BY_HOP.intersection(headers):
+            del headers[key]
     return headers
 
 

@@ -331,14 +331,23 @@ class SQLiteStore(Store):
     # -- intake ----------------------------------------------------------------------------
 
     async def enqueue(
-        self, route: str, messages: Sequence[Message], *, dedupe_window: float | None = None
+        self,
+        route: str,
+        messages: Sequence[Message],
+        *,
+        dedupe_window: float | None = None,
+        json_bodies: Sequence[bytes | None] | None = None,
     ) -> list[bool]:
         now = time.time()
-        if dedupe_window is not None:
-            return await self._enqueue_once(route, messages, dedupe_window, now)
         # Every message encoded before any row is queued: one that cannot be encoded
         # must leave nothing of its call behind in the batch.
-        rows = [(route, m.id, encode(m), now) for m in messages]
+        if json_bodies is None:
+            rows = [(route, m.id, encode(m), now) for m in messages]
+        else:
+            bodies = zip(messages, json_bodies, strict=True)
+            rows = [(route, m.id, encode(m, text), now) for m, text in bodies]
+        if dedupe_window is not None:
+            return await self._enqueue_once(route, messages, rows, dedupe_window, now)
         batch = self._batch
         start = len(batch.inbox)
         batch.inbox.extend(rows)
@@ -353,10 +362,15 @@ class SQLiteStore(Store):
         return [True] * len(messages)
 
     async def _enqueue_once(
-        self, route: str, messages: Sequence[Message], dedupe_window: float, now: float
+        self,
+        route: str,
+        messages: Sequence[Message],
+        rows: list[tuple[str, str, bytes, float]],
+        dedupe_window: float,
+        now: float,
     ) -> list[bool]:
-        """Enqueue each message unless its id was seen within ``dedupe_window``."""
-        rows = [(route, m.id, encode(m), now) for m in messages]
+        """Enqueue each message (its row in ``rows``) unless its id was seen within
+        ``dedupe_window``."""
         seqs: list[tuple[Key, int, Message, int]] = []
 
         def op(conn: sqlite3.Connection) -> tuple[list[bool], int]:

@@ -95,12 +95,19 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def enqueue(
-        self, route: str, messages: Sequence[Message], *, dedupe_window: float | None = None
+        self,
+        route: str,
+        messages: Sequence[Message],
+        *,
+        dedupe_window: float | None = None,
+        json_bodies: Sequence[bytes | None] | None = None,
     ) -> list[bool]:
         """Commit messages to a route's inbox; return, per message, whether it was new.
 
         With ``dedupe_window``, a message whose id was accepted for this route within
         that many seconds is not stored again (``False`` at its position).
+        ``json_bodies``, when given, holds per message the JSON text its body was decoded
+        from (or None): a store may keep that text instead of encoding the body again.
         """
 
     @abc.abstractmethod

@@ -60,12 +60,14 @@ class RouteIntake:
         window = runtime.config.dedupe_window
         self._dedupe = None if window is None else float(window)
 
-    async def submit(self, messages: Sequence[Message]) -> list[bool]:
+    async def submit(
+        self, messages: Sequence[Message], *, json_bodies: Sequence[bytes | None] | None = None
+    ) -> list[bool]:
         if not messages:
             return []
         runtime = self._runtime
         accepted = await self._services.store.enqueue(
-            runtime.name, messages, dedupe_window=self._dedupe
+            runtime.name, messages, dedupe_window=self._dedupe, json_bodies=json_bodies
         )
         stats = runtime.stats
         new = sum(accepted)

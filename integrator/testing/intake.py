@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
+import msgspec
 
 from integrator.message import Message
 
@@ -92,7 +93,11 @@ class RecordingIntake:
 
     # The Intake protocol.
 
-    async def submit(self, messages: Sequence[Message]) -> list[bool]:
+    async def submit(
+        self, messages: Sequence[Message], *, json_bodies: Sequence[bytes | None] | None = None
+    ) -> list[bool]:
+        if json_bodies is not None:
+            _check_json_bodies(messages, json_bodies)
         self.offered.extend(messages)
         self.submitting.set()
         if self.on_submit is not None:
@@ -119,3 +124,14 @@ class RecordingIntake:
     async def save_checkpoint(self, key: str, value: Any) -> None:
         self.saved.append((key, value))
         self.checkpoints[key] = value
+
+
+def _check_json_bodies(messages: Sequence[Message], json_bodies: Sequence[bytes | None]) -> None:
+    """The contract of ``submit(json_bodies=…)``: one per message, each the body's JSON text."""
+    if len(json_bodies) != len(messages):
+        raise AssertionError(f"submit: {len(json_bodies)} json_bodies for {len(messages)} messages")
+    for position, (message, text) in enumerate(zip(messages, json_bodies, strict=True)):
+        if text is not None and msgspec.json.decode(text) != message.body:
+            raise AssertionError(
+                f"submit: json_bodies[{position}] does not decode to message {message.id}'s body"
+            )

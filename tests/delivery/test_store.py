@@ -36,6 +36,48 @@ async def test_enqueued_messages_survive_reopening(tmp_path: Path) -> None:
     assert second.pending() == 2
 
 
+async def test_a_body_stored_as_its_json_text_comes_back_whole_after_reopening(
+    tmp_path: Path,
+) -> None:
+    text = b'{"n": 1, "tags": ["a", "\\u00e9"], "price": 12.50, "big": 12345678901234567890}'
+    sent = Message(
+        body=msgspec.json.decode(text),
+        headers={"x-h": "v"},
+        attributes={"path": "/hooks/a", "query": {}},
+        id="j1",
+        trace_id="t1",
+    )
+    first = SQLiteStore(None, tmp_path)
+    await first.open()
+    plain = Message(body=[1], id="j2")
+    await first.enqueue("r", [sent, plain], json_bodies=[text, None])
+    await first.close()
+    second = SQLiteStore(None, tmp_path)
+    await second.open()
+    items = await second.inbox_after("r", 0, 10)
+    await second.close()
+    assert [i.message for i in items] == [sent, plain]
+
+
+async def test_a_json_text_body_is_copied_to_deliveries_and_the_dlq_intact(
+    store: SQLiteStore, tmp_path: Path
+) -> None:
+    text = b'{"order": 7}'
+    await store.enqueue("r", [Message(body={"order": 7}, id="o")], json_bodies=[text])
+    (item,) = await store.inbox_after("r", 0, 10)
+    await store.route_done([(item, {"s": [item.message]})])  # copies the inbox row's blob
+    await store.close()
+    reopened = SQLiteStore(None, tmp_path)
+    await reopened.open()
+    try:
+        (delivery,) = await reopened.deliveries_after("r", "s", 0, 10)
+        assert (delivery.message.id, delivery.message.body) == ("o", {"order": 7})
+        entry = await reopened.dead_letter(delivery, "HTTP 400")
+        assert (await reopened.dlq_get(entry.id)).message.body == {"order": 7}
+    finally:
+        await reopened.close()
+
+
 async def test_the_store_file_uses_wal(store: SQLiteStore) -> None:
     with sqlite3.connect(store.path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -7,21 +7,25 @@ implementation of the scheme) or with GitHub's published example.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from unittest import mock
 
 import anyio
 import msgspec
 import pytest
 import standardwebhooks
+from aiohttp import StreamReader
 from aiohttp.test_utils import make_mocked_request
 
 from integrator.builtin.webhook import WebhookOptions, WebhookSource, _Receiver
 from integrator.components import Context
 from integrator.http.problem import HTTPProblem
+from integrator.testing import RecordingIntake
 from tests.http.webhook_support import HelperPlugins, file_route, lines, webhook_daemon
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -96,6 +100,19 @@ async def test_repeated_headers_are_joined_and_hop_by_hop_ones_left_out(
     assert message["headers"]["x-tag"] == "a, b"
     assert message["headers"]["content-type"] == "application/json"
     assert "te" not in message["headers"] and "connection" not in message["headers"]
+
+
+async def test_a_hop_by_hop_header_is_left_out_when_no_header_repeats(
+    run_route, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.jsonl"
+    async with webhook_daemon(run_route, file_route(out, PLAIN)) as r:
+        reply = await r.request("POST", "/hooks/plain", BODY, {"Keep-Alive": "timeout=5"})
+        assert reply.status == 202
+        await r.daemon.wait_delivered("r", 1)
+    [message] = lines(out)
+    assert "keep-alive" not in message["headers"]
+    assert message["headers"]["content-type"] == "application/json"
 
 
 async def test_github_published_example_is_accepted(run_route, tmp_path: Path) -> None:
@@ -248,6 +265,29 @@ def test_a_sender_cycling_through_content_types_cannot_grow_the_receivers_memory
         with pytest.raises(HTTPProblem):
             receiver._check_content_type(request)
     assert len(receiver._accepted_types) <= 64
+
+
+async def test_the_json_text_received_is_handed_to_the_store_as_received() -> None:
+    handed: list[object] = []
+
+    class Intake(RecordingIntake):  # checks that each text decodes to its message's body
+        async def submit(self, messages, *, json_bodies=None):  # type: ignore[no-untyped-def]
+            handed.append(json_bodies)
+            return await super().submit(messages, json_bodies=json_bodies)
+
+    source = WebhookSource(msgspec.convert({"path": "/hooks/x"}, WebhookOptions), Context("r"))
+    body = b'{ "amount" : 4200 }'
+    payload = StreamReader(mock.Mock(_reading_paused=False), 2**16, loop=asyncio.get_running_loop())
+    payload.feed_data(body)
+    payload.feed_eof()
+    request = make_mocked_request(
+        "POST", "/hooks/x", headers={"Content-Type": "application/json"}, payload=payload
+    )
+    intake = Intake()
+    reply = await _Receiver(source, intake).handle(request)
+    assert reply.status == 202
+    assert handed == [[body]]
+    assert intake.committed[0].body == {"amount": 4200}
 
 
 async def test_malformed_json_gets_400(run_route, tmp_path: Path) -> None:

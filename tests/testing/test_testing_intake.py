@@ -114,3 +114,13 @@ async def test_a_real_source_runs_against_it(intake: RecordingIntake) -> None:
         await source.run(intake)
     assert [m.body for m in intake.committed] == ["tick"] * 3
     assert intake.saved == [("tick", 1), ("tick", 2), ("tick", 3)]
+
+
+async def test_json_bodies_that_do_not_match_the_bodies_fail_the_test() -> None:
+    intake = RecordingIntake()
+    message = Message(body={"n": 1}, id="a")
+    assert await intake.submit([message], json_bodies=[b'{"n": 1}']) == [True]
+    with pytest.raises(AssertionError, match=r"json_bodies\[0\] does not decode to message a"):
+        await intake.submit([message], json_bodies=[b'{"n": 2}'])
+    with pytest.raises(AssertionError, match="1 json_bodies for 2 messages"):
+        await intake.submit([message, message], json_bodies=[None])
