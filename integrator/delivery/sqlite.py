@@ -104,6 +104,7 @@ class _Batch:
         "error",
         "first_inbox_seq",
         "inbox",
+        "inbox_messages",
         "led",
         "ops",
         "results",
@@ -115,6 +116,7 @@ class _Batch:
         # Inbox rows of plain enqueues, inserted with one executemany before the ops;
         # their seqs are consecutive from ``first_inbox_seq`` (one writer, one statement).
         self.inbox: list[tuple[str, str, bytes, float]] = []
+        self.inbox_messages: list[Message] = []  # the message of each row
         self.first_inbox_seq = 0
         self.error: BaseException | None = None
         self.done = False
@@ -275,8 +277,25 @@ class SQLiteStore(Store):
         follow_ups, batch.after = batch.after, []
         await anyio.to_thread.run_sync(self._commit, batch)
         if batch.error is None:
+            if batch.inbox:
+                self._remember_inbox(batch)
             for follow_up in follow_ups:
                 follow_up()
+
+    def _remember_inbox(self, batch: _Batch) -> None:
+        """Hand the batch's new inbox rows to the chain workers (see _Committed)."""
+        first = batch.first_inbox_seq
+        self._recent_inbox.add(
+            [
+                ((row[0],), seq, message, len(row[2]))
+                for seq, row, message in zip(
+                    range(first, first + len(batch.inbox)),
+                    batch.inbox,
+                    batch.inbox_messages,
+                    strict=True,
+                )
+            ]
+        )
 
     def _commit(self, batch: _Batch) -> None:
         conn = self._writer
@@ -349,15 +368,8 @@ class SQLiteStore(Store):
         if dedupe_window is not None:
             return await self._enqueue_once(route, messages, rows, dedupe_window, now)
         batch = self._batch
-        start = len(batch.inbox)
         batch.inbox.extend(rows)
-
-        def remember() -> None:  # once committed; the seqs are consecutive (one statement)
-            first, key = batch.first_inbox_seq + start, (route,)
-            items = zip(range(first, first + len(rows)), messages, rows, strict=True)
-            self._recent_inbox.add([(key, seq, m, len(row[2])) for seq, m, row in items])
-
-        batch.after.append(remember)
+        batch.inbox_messages.extend(messages)  # remembered once the batch is committed
         await self._committed(batch)
         return [True] * len(messages)
 
