@@ -6,6 +6,7 @@
     .venv/bin/python -m bench.inprocess --server ref     # the reference durable handler
     .venv/bin/python -m bench.inprocess --instructions   # instructions per request (valgrind)
     .venv/bin/python -m bench.inprocess --server e2e     # end to end, per message delivered
+    .venv/bin/python -m bench.inprocess --server relay   # its baseline, the relay of bench/servers.py
 
 64 closed-loop connections of raw HTTP (the benchmark's signed ~1 KB event) are fed
 to aiohttp's protocol over fake transports: no sockets and no load generator share
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -33,19 +35,24 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import tomli_w
-from aiohttp import web
+from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.payloads import FILTER, MAP, SECRET, VALIDATE, event_bytes, github_signature  # noqa: E402
-from bench.servers import GroupCommit, bare_handler, durable_handler  # noqa: E402
+from bench.servers import (  # noqa: E402
+    GroupCommit,
+    bare_handler,
+    durable_handler,
+    relay_handler,
+)
 
 CONNECTIONS = 64
 ROUTE = f"""
@@ -166,6 +173,8 @@ async def measure(server: str, requests: int, warmup: int) -> tuple[float, float
                 return await drive(daemon.services.shared["webhooks"]._dispatch, requests, warmup)
         if server == "e2e":
             return await _end_to_end(state, requests, warmup)
+        if server == "relay":
+            return await _relay(requests, warmup)
         if server == "ref":
             store = GroupCommit(str(state / "ref.db"))
             committer = asyncio.get_running_loop().create_task(store.committer())
@@ -178,10 +187,10 @@ async def measure(server: str, requests: int, warmup: int) -> tuple[float, float
         shutil.rmtree(state, ignore_errors=True)
 
 
-async def _end_to_end(state: Path, requests: int, warmup: int) -> tuple[float, float]:
-    from integrator.engine.daemon import _tune_gc
-    from integrator.testing import running_daemon
-
+@contextlib.asynccontextmanager
+async def _receiver() -> AsyncIterator[tuple[str, Callable[[int], Awaitable[None]]]]:
+    """A loopback receiver in this process: its URL, and ``settle(n)`` that waits for
+    ``n`` arrivals in all."""
     arrived = 0
     changed = asyncio.Event()
 
@@ -203,26 +212,40 @@ async def _end_to_end(state: Path, requests: int, warmup: int) -> tuple[float, f
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = runner.addresses[0][1]
-    target = f"http://127.0.0.1:{port}/deliver"
-    route = tomli_w.dumps(
-        {
-            "routes": {
-                "ingest": {
-                    "source": {"type": "webhook", "path": "/hooks/bench"},
-                    "middleware": [FILTER, MAP, VALIDATE],
-                    "sinks": [{"type": "http", "url": target, "concurrency": 16}],
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/deliver", settle
+    finally:
+        await runner.cleanup()
+
+
+async def _end_to_end(state: Path, requests: int, warmup: int) -> tuple[float, float]:
+    from integrator.engine.daemon import _tune_gc
+    from integrator.testing import running_daemon
+
+    async with _receiver() as (target, settle):
+        route = tomli_w.dumps(
+            {
+                "routes": {
+                    "ingest": {
+                        "source": {"type": "webhook", "path": "/hooks/bench"},
+                        "middleware": [FILTER, MAP, VALIDATE],
+                        "sinks": [{"type": "http", "url": target, "concurrency": 16}],
+                    }
                 }
             }
-        }
-    )
-    try:
+        )
         async with running_daemon(route, state) as daemon:
             _tune_gc()
             handler = daemon.services.shared["webhooks"]._dispatch
             return await drive(handler, requests, warmup, settle)
-    finally:
-        await runner.cleanup()
+
+
+async def _relay(requests: int, warmup: int) -> tuple[float, float]:
+    """The end-to-end baseline: ``bench/servers.py``'s relay handler, same receiver."""
+    async with _receiver() as (target, settle):
+        connector = TCPConnector(limit=CONNECTIONS)
+        async with ClientSession(connector=connector, timeout=ClientTimeout(total=30)) as session:
+            return await drive(relay_handler(session, target), requests, warmup, settle)
 
 
 def instructions(server: str, requests: int) -> int:
@@ -248,7 +271,7 @@ def instructions(server: str, requests: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--server", choices=("integrator", "ref", "bare", "e2e"), default="integrator"
+        "--server", choices=("integrator", "ref", "bare", "e2e", "relay"), default="integrator"
     )
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--warmup", type=int, default=2_000)
@@ -267,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         loop_factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         cpu, wall = runner.run(measure(args.server, args.requests, args.warmup))
-    where = "loopback to the receiver" if args.server == "e2e" else "no sockets"
+    where = "loopback to the receiver" if args.server in ("e2e", "relay") else "no sockets"
     print(
         f"{args.server}: {cpu / args.requests * 1e6:.1f} us CPU per {_unit(args.server)}, "
         f"{args.requests / wall:,.0f}/s (one process, {where})"
@@ -276,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _unit(server: str) -> str:
-    return "message delivered" if server == "e2e" else "request"
+    return "message delivered" if server in ("e2e", "relay") else "request"
 
 
 if __name__ == "__main__":

@@ -23,11 +23,13 @@ import signal
 import socket
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import msgspec
 from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
+
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
 def notify_ready() -> None:
@@ -129,26 +131,35 @@ def durable_handler(store: GroupCommit, secret: bytes) -> Any:
 
 def relay_app(args: argparse.Namespace) -> web.Application:
     app = web.Application()
-    session_key = web.AppKey("session", ClientSession)
+    handler_key = web.AppKey[Handler]("relay")
 
     async def session_ctx(app: web.Application) -> AsyncIterator[None]:
         connector = TCPConnector(limit=args.connections)
         async with ClientSession(connector=connector, timeout=ClientTimeout(total=30)) as session:
-            app[session_key] = session
+            app[handler_key] = relay_handler(session, args.target)
             yield
 
-    async def relay(request: web.Request) -> web.Response:
-        body = await request.read()
-        msgspec.json.decode(body)  # the daemon parses the JSON too
-        headers = {"Content-Type": "application/json"}
-        async with request.app[session_key].post(args.target, data=body, headers=headers) as r:
-            await r.read()
-            status = 202 if r.status < 300 else 502
-        return web.Response(status=status)
+    async def relay(request: web.Request) -> web.StreamResponse:
+        return await request.app[handler_key](request)
 
     app.cleanup_ctx.append(session_ctx)
     app.router.add_post("/{tail:.*}", relay)
     return app
+
+
+def relay_handler(session: ClientSession, target: str) -> Handler:
+    """The relay's request handler: read, decode JSON, POST to ``target``, answer 202."""
+
+    async def relay(request: web.BaseRequest) -> web.StreamResponse:
+        body = await request.read()
+        msgspec.json.decode(body)  # the daemon parses the JSON too
+        headers = {"Content-Type": "application/json"}
+        async with session.post(target, data=body, headers=headers) as r:
+            await r.read()
+            status = 202 if r.status < 300 else 502
+        return web.Response(status=status)
+
+    return relay
 
 
 # -- receiver: records arrivals for the end-to-end scenario ------------------------------------
