@@ -133,7 +133,8 @@ class AuthProvider:
 
 def set_header(headers: dict[str, str], name: str, value: str) -> None:
     """Set a header, replacing any spelling of the same name (headers are case-blind)."""
-    for key in [k for k in headers if k.lower() == name.lower()]:
+    lowered = name.lower()
+    for key in [k for k in headers if k.lower() == lowered]:
         del headers[key]
     headers[name] = value
 

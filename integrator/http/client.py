@@ -147,6 +147,11 @@ class HttpClient:
         self._capacity = None
         if name and config.max_concurrency:
             self._capacity = self.limiters.capacity(self.label, config.max_concurrency)
+        #: Nothing to wait for or to retry with: a request goes straight out.
+        self._direct = auth is None and self._rate is None and self._capacity is None
+        self._default_headers: dict[str, str] = {"User-Agent": USER_AGENT}
+        for key, value in config.headers.items():
+            set_header(self._default_headers, key, value)
         where = f"connections.{name}" if name else "connection"
         connector = aiohttp.TCPConnector(
             ssl=ssl_context(config.tls, where), limit=max(100, config.max_concurrency or 0)
@@ -207,6 +212,11 @@ class HttpClient:
         """
         url = yarl.URL(url) if isinstance(url, str) else url
         self.check_origin(url)
+        if self._direct:
+            all_headers = self._headers(headers)
+            return await self._exchange(
+                method, url, dict(params or {}), all_headers, data, timeout, max_body
+            )
         send = (method, url, params, headers, data, timeout, max_body)
         response, sent_headers = await self._send(*send)
         if (
@@ -228,10 +238,7 @@ class HttpClient:
         timeout: float | None,
         max_body: int,
     ) -> tuple[HttpResponse, dict[str, str]]:
-        all_headers: dict[str, str] = {"User-Agent": USER_AGENT}
-        for source in (self.config.headers, headers or {}):
-            for key, value in source.items():
-                set_header(all_headers, key, value)
+        all_headers = self._headers(headers)
         all_params = dict(params or {})
         if self.auth is not None:
             await self.auth.apply(all_headers, all_params)
@@ -246,6 +253,13 @@ class HttpClient:
         finally:
             if self._capacity is not None:
                 self._capacity.release_on_behalf_of(borrower)
+
+    def _headers(self, headers: dict[str, str] | None) -> dict[str, str]:
+        """The connection's headers (and our User-Agent) with the request's over them."""
+        merged = dict(self._default_headers)
+        for key, value in (headers or {}).items():
+            set_header(merged, key, value)
+        return merged
 
     async def _wait_for_rate(self) -> None:
         if self._rate is None:
