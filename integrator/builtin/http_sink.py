@@ -122,6 +122,21 @@ def _compile(options: HttpSinkOptions) -> _Templates:
     )
 
 
+def _fixed_url(client: HttpClient, templates: _Templates) -> yarl.URL | None:
+    """The one URL a sink without holes in ``url`` or ``path`` sends to, resolved once
+    (None when it has holes, or when resolving it fails: each delivery reports that)."""
+    url = templates.url.static if templates.url is not None else None
+    path = templates.path.static if templates.path is not None else None
+    if (templates.url is not None and url is None) or (templates.path is not None and path is None):
+        return None
+    try:
+        resolved = client.resolve(url, path)
+        client.check_origin(resolved)
+    except RequestError:
+        return None
+    return resolved
+
+
 class HttpSink(Sink):
     Options = HttpSinkOptions
     description = "send each message in an HTTP request (API call or signed webhook)"
@@ -135,10 +150,13 @@ class HttpSink(Sink):
             connection_config(context, options.connection) if options.connection else None
         )
         self.client: HttpClient | None = None
+        #: The URL of every request, when neither ``url`` nor ``path`` has holes.
+        self._fixed_url: yarl.URL | None = None
 
     async def open(self) -> None:
         clients = http_clients(self.context)
         self.client = await clients.acquire(self.options.connection, self.connection)
+        self._fixed_url = _fixed_url(self.client, self.templates)
 
     async def close(self) -> None:
         client, self.client = self.client, None
@@ -184,10 +202,12 @@ class HttpSink(Sink):
     ) -> tuple[yarl.URL, dict[str, str], dict[str, str]]:
         """The URL, query parameters and headers for this message."""
         templates = self.templates
-        url = templates.url.render(message) if templates.url is not None else None
-        path = templates.path.render(message) if templates.path is not None else None
         params = {k: t.render(message, f"param {k}") for k, t in templates.params.items()}
         headers = {k: t.render(message, f"header {k}") for k, t in templates.headers.items()}
+        if self._fixed_url is not None:
+            return self._fixed_url, params, headers
+        url = templates.url.render(message) if templates.url is not None else None
+        path = templates.path.render(message) if templates.path is not None else None
         return client.resolve(url, path), params, headers
 
     def _encode(self, message: Message) -> tuple[bytes | None, str | None]:

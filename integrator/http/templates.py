@@ -30,6 +30,11 @@ class UrlTemplate:
     def __repr__(self) -> str:
         return f"UrlTemplate({self.source!r})"
 
+    @property
+    def static(self) -> str | None:
+        """The URL or path itself when it has no holes."""
+        return self._template.static
+
     def render(self, message: Message) -> str:
         if self._template.single_hole:  # a whole URL from the message, as it is
             return self._template.render(message)

@@ -43,6 +43,13 @@ class Template:
         return [part for part in self._parts if isinstance(part, Expression)]
 
     @property
+    def static(self) -> str | None:
+        """The text itself when the template has no holes (it renders the same always)."""
+        if all(isinstance(part, str) for part in self._parts):
+            return "".join(part for part in self._parts if isinstance(part, str))
+        return None
+
+    @property
     def single_hole(self) -> bool:
         """Whether the template is one ``${…}`` and nothing else."""
         return len(self._parts) == 1 and isinstance(self._parts[0], Expression)

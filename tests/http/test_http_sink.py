@@ -144,6 +144,17 @@ async def test_path_headers_and_params_are_templated_from_the_message(
     assert request.headers["X-Tenant"] == "t1"
 
 
+async def test_a_path_without_holes_goes_to_the_connection_url_every_time(
+    run_route: Any, receiver: Receiver
+) -> None:
+    sink = '{ type = "http", connection = "crm", path = "/static/items" }'
+    connection = f'[connections.crm]\nurl = "{receiver.url}/v2"'
+    async with run_route(route(sink, extra=connection)) as d:
+        await d.wait_delivered("out", 1)
+    [request] = receiver.received
+    assert request.path == "/v2/static/items"
+
+
 async def test_form_body_encodes_a_flat_table(run_route: Any, receiver: Receiver) -> None:
     sink = f'{{ type = "http", url = "{receiver.url}", body = "form" }}'
     async with run_route(route(sink, {"name": "Ada L", "tags": ["a", "b"], "vip": True})) as d:
