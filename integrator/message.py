@@ -64,6 +64,7 @@ class Message(msgspec.Struct, kw_only=True, omit_defaults=True):
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)
 _json_decode = msgspec.json.decode
+_json_encode = msgspec.json.encode
 #: A message stored with the JSON text of its body (see ``encode``): a MessagePack array.
 _Received = tuple[bytes, dict[str, str], dict[str, Any], str, float, str]
 _received_decoder = msgspec.msgpack.Decoder(_Received)
@@ -75,10 +76,15 @@ def encode(message: Message, json_body: bytes | None = None) -> bytes:
 
     ``json_body`` is the JSON text the body was decoded from, when the source still
     has it: stored as received, it spares encoding the body a second time (the larger
-    part of the work for a webhook), and ``decode`` decodes it again.
+    part of the work for a webhook), and ``decode`` decodes it again. A body holding an
+    integer MessagePack cannot (beyond 64 bits, which JSON senders may send) is stored
+    as JSON text too.
     """
     if json_body is None:
-        return _encoder.encode(message)
+        try:
+            return _encoder.encode(message)
+        except OverflowError:
+            json_body = _json_encode(message.body)
     m = message
     return _encoder.encode((json_body, m.headers, m.attributes, m.id, m.created_at, m.trace_id))
 

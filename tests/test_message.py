@@ -74,3 +74,8 @@ def test_a_body_stored_as_json_text_keeps_that_text_as_received() -> None:
 def test_a_message_stored_before_json_text_bodies_still_decodes() -> None:
     # The envelope of earlier versions: the Message struct itself as a MessagePack map.
     assert decode(msgspec.msgpack.encode(MESSAGE)) == MESSAGE
+
+
+def test_a_body_with_an_integer_beyond_64_bits_is_stored_and_comes_back_exact() -> None:
+    message = Message(body={"n": 2**64, "m": -(2**70)}, id="big")
+    assert decode(encode(message)) == message

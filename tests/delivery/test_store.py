@@ -416,8 +416,8 @@ async def test_closing_while_reads_run_is_safe(tmp_path: Path) -> None:
 async def test_a_message_that_cannot_be_encoded_leaves_nothing_of_its_call(
     store: SQLiteStore,
 ) -> None:
-    with pytest.raises((OverflowError, msgspec.EncodeError)):
-        await store.enqueue("r", [Message(body=1, id="ok"), Message(body=2**70, id="huge")])
+    with pytest.raises((TypeError, msgspec.EncodeError)):
+        await store.enqueue("r", [Message(body=1, id="ok"), Message(body=object(), id="odd")])
     await store.enqueue("r", [Message(body=3, id="next")])
     assert [i.message.id for i in await store.inbox_after("r", 0, 10)] == ["next"]
     other = await _reopened(store)

@@ -290,6 +290,19 @@ async def test_the_json_text_received_is_handed_to_the_store_as_received() -> No
     assert intake.committed[0].body == {"amount": 4200}
 
 
+async def test_integers_beyond_64_bits_arrive_exact_through_a_changing_chain(
+    run_route, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.jsonl"
+    chain = 'middleware = [{ type = "map", set = { "body.seen" = "`true`" } }]'
+    big = b'{"id": 18446744073709551616, "debt": -1180591620717411303424}'
+    async with webhook_daemon(run_route, file_route(out, PLAIN, extra=chain)) as r:
+        assert (await r.post("/hooks/plain", big)).status == 202
+        await r.daemon.wait_delivered("r", 1)
+    [message] = lines(out)
+    assert message["body"] == {"id": 2**64, "debt": -(2**70), "seen": True}
+
+
 async def test_malformed_json_gets_400(run_route, tmp_path: Path) -> None:
     async with webhook_daemon(run_route, file_route(tmp_path / "o.jsonl", PLAIN)) as r:
         reply = await r.post("/hooks/plain", b'{"amount": 42')
