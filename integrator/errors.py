@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class IntegratorError(Exception):
     """Base of every error integrator raises on purpose."""
@@ -32,6 +34,18 @@ class StoreError(IntegratorError):
 
     Nothing is acknowledged upstream when this is raised.
     """
+
+
+class UnstorableOutput(IntegratorError):
+    """Raised by a store's ``route_done`` when an output of the chain cannot be encoded
+    (a value the store's format cannot hold); ``item`` is the inbox item it came from.
+    Nothing of that call is written: the engine dead-letters the item and commits the rest.
+    """
+
+    def __init__(self, item: Any, reason: str) -> None:
+        super().__init__(reason)
+        self.item = item
+        self.reason = reason
 
 
 class DeliveryError(IntegratorError):

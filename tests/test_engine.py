@@ -78,6 +78,23 @@ class RejectOdd(Middleware):
         await call_next(message)
 
 
+class Unstorable(Middleware):
+    """Passes on an output holding a value no store format can hold, for n == 2."""
+
+    async def __call__(self, message: Message, call_next: Next) -> None:
+        if message.body["n"] == 2:
+            message = message.evolve(body={"n": 2, "handle": object()})
+        await call_next(message)
+
+
+class ScribbleThenReject(Middleware):
+    """Changes the message in place, then gives up on it."""
+
+    async def __call__(self, message: Message, call_next: Next) -> None:
+        message.body["scribbled"] = object()
+        raise Reject("scribbled on")
+
+
 class FlakyOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     fail_times: int = 1
     retriable: bool = True
@@ -113,6 +130,8 @@ class TestPlugin:
         register("t-split", Split)
         register("observe", Observe)
         register("reject-odd", RejectOdd)
+        register("unstorable", Unstorable)
+        register("scribble-then-reject", ScribbleThenReject)
 
     @hookimpl
     def integrator_sinks(self, register: Any) -> None:
@@ -192,6 +211,40 @@ async def test_a_rejected_message_goes_to_the_dlq_and_the_rest_flow(
     assert sorted(e.message.body["n"] for e in dead) == [1, 3]
     assert {e.last_error for e in dead} == {"odd number 1", "odd number 3"}
     assert all(e.sink == "" and e.attempts == 1 for e in dead)
+
+
+async def test_an_output_that_cannot_be_stored_is_dead_lettered_and_the_rest_flow(
+    run_route, tmp_path: Path
+) -> None:
+    out = tmp_path / "o.jsonl"
+    toml = f"""
+    [routes.r]
+    source = {{ type = "list", bodies = [{{ n = 1 }}, {{ n = 2 }}, {{ n = 3 }}] }}
+    middleware = [{{ type = "unstorable" }}]
+    sinks = [{{ type = "file", path = "{out}", concurrency = 1 }}]
+    """
+    async with run_route(toml, TestPlugin()) as d:
+        await d.wait_delivered("r", 2)
+        [dead] = await d.services.store.dlq_list(route="r")
+    assert sorted(m["body"]["n"] for m in lines(out)) == [1, 3]
+    assert dead.message.body == {"n": 2}
+    assert "cannot be stored" in dead.last_error
+
+
+async def test_a_dead_letter_keeps_the_message_as_stored_not_as_a_middleware_left_it(
+    run_route,
+) -> None:
+    toml = """
+    [routes.r]
+    source = { type = "list", bodies = [{ n = 1 }] }
+    middleware = [{ type = "scribble-then-reject" }]
+    sinks = [{ type = "stdout" }]
+    """
+    async with run_route(toml, TestPlugin()) as d:
+        await d.wait_for(lambda: d.services.stats["r"].dead == 1, what="a dead letter")
+        [dead] = await d.services.store.dlq_list(route="r")
+    assert dead.message.body == {"n": 1}
+    assert dead.last_error == "scribbled on"
 
 
 async def test_a_retriable_failure_is_retried_until_delivered(run_route) -> None:

@@ -22,7 +22,7 @@ import anyio.to_thread
 import msgspec
 
 from integrator.delivery.store import AuditEntry, DeadLetter, Delivery, InboxItem, Store
-from integrator.errors import StoreError
+from integrator.errors import StoreError, UnstorableOutput
 from integrator.hookspecs import hookimpl
 from integrator.message import Message, decode, encode
 
@@ -450,7 +450,12 @@ class SQLiteStore(Store):
                         rows.append((item.route, sink, m.id, None, item.seq, now))
                         written.append((m, self._recent_inbox.size(item.seq)))
                     else:
-                        blob = encode(m)
+                        try:
+                            blob = encode(m)
+                        except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as err:
+                            raise UnstorableOutput(
+                                item, f"output {m.id} of the chain cannot be stored: {err}"
+                            ) from err
                         rows.append((item.route, sink, m.id, blob, item.seq, now))
                         written.append((m, len(blob)))
         if not rows:  # every item dropped or filtered: only the inbox rows go
@@ -564,17 +569,18 @@ class SQLiteStore(Store):
     async def reroute(self, delivery: Delivery, sink: str, error: str) -> None:
         self._recent_deliveries.forget((delivery.seq,))
         now = time.time()
-        blob = encode(delivery.message)
         first_error = f"{delivery.sink}: {error}"
 
         def op(conn: sqlite3.Connection) -> tuple[None, int]:
-            # A new row, so the fallback's worker sees it after its read cursor.
-            if conn.execute("DELETE FROM deliveries WHERE seq = ?", (delivery.seq,)).rowcount:
-                inserted = conn.execute(
-                    "INSERT INTO deliveries (route, sink, msg_id, message, first_error,"
-                    " created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (delivery.route, sink, delivery.message.id, blob, first_error, now),
-                )
+            # A new row (the stored message copied), so the fallback's worker sees it
+            # after its read cursor.
+            inserted = conn.execute(
+                "INSERT INTO deliveries (route, sink, msg_id, message, first_error, created_at)"
+                " SELECT ?, ?, ?, message, ?, ? FROM deliveries WHERE seq = ?",
+                (delivery.route, sink, delivery.message.id, first_error, now, delivery.seq),
+            )
+            if inserted.rowcount:
+                conn.execute("DELETE FROM deliveries WHERE seq = ?", (delivery.seq,))
                 self._recent_deliveries.move_horizon(inserted.lastrowid or 0)
             return None, 0
 
@@ -589,27 +595,29 @@ class SQLiteStore(Store):
         attempts = item.attempts + 1
         first_error = item.first_error or error
         first_at = item.first_attempt_at or now
-        blob = encode(item.message)
 
         def op(conn: sqlite3.Connection) -> tuple[int | None, int]:
-            deleted = conn.execute(f"DELETE FROM {table} WHERE seq = ?", (item.seq,)).rowcount
-            if not deleted:
-                return None, 0
+            # The stored message is copied as it is (never encoded again): what was
+            # committed can always be dead-lettered, whatever a middleware did to it since.
             cursor = conn.execute(
                 "INSERT INTO dlq (route, sink, msg_id, message, attempts, first_error,"
-                " last_error, first_attempt_at, failed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " last_error, first_attempt_at, failed_at)"
+                f" SELECT ?, ?, ?, message, ?, ?, ?, ?, ? FROM {table} WHERE seq = ?",
                 (
                     item.route,
                     sink,
                     item.message.id,
-                    blob,
                     attempts,
                     first_error,
                     error,
                     first_at,
                     now,
+                    item.seq,
                 ),
             )
+            if not cursor.rowcount:  # already gone (done by a racing replay)
+                return None, 0
+            conn.execute(f"DELETE FROM {table} WHERE seq = ?", (item.seq,))
             return cursor.lastrowid, -1
 
         recent = self._recent_deliveries if isinstance(item, Delivery) else self._recent_inbox

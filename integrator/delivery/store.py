@@ -131,7 +131,9 @@ class Store(abc.ABC):
     async def route_done(self, done: Sequence[tuple[InboxItem, dict[str, list[Message]]]]) -> None:
         """Atomically remove inbox items and create one delivery per sink and output.
 
-        Takes a batch so a route worker commits a whole fetched batch at once.
+        Takes a batch so a route worker commits a whole fetched batch at once. Raises
+        :class:`~integrator.errors.UnstorableOutput` naming the item when one of its
+        outputs cannot be encoded; nothing of the call is written then.
         """
 
     @abc.abstractmethod

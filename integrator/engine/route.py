@@ -31,7 +31,7 @@ from integrator.engine.health import State
 from integrator.engine.services import Services
 from integrator.engine.supervisor import supervise
 from integrator.engine.wakeup import Wakeup
-from integrator.errors import DeliveryError
+from integrator.errors import DeliveryError, UnstorableOutput
 from integrator.message import Message
 
 log = logging.getLogger("integrator.route")
@@ -280,13 +280,29 @@ class RouteRuntime:
             else:
                 self.stats.dropped += 1
                 done.append((item, {}))
+        done = await self._route_done(done)
         if done:
-            await self.services.store.route_done(done)
             fed = {name for _, outputs in done for name in outputs}
             for worker in self.sinks:
                 if worker.name in fed:
                     worker.wakeup.set()
         return retry
+
+    async def _route_done(
+        self, done: list[tuple[InboxItem, dict[str, list[Message]]]]
+    ) -> list[tuple[InboxItem, dict[str, list[Message]]]]:
+        """Commit the batch's outcomes; an item whose output cannot be stored goes to the
+        DLQ instead (the store writes nothing of a call that fails, so the rest go again).
+        Returns what was committed."""
+        while done:
+            try:
+                await self.services.store.route_done(done)
+            except UnstorableOutput as err:
+                done = [entry for entry in done if entry[0] is not err.item]
+                await self._chain_failed(err.item, err, False, None)
+                continue
+            break
+        return done
 
     def _by_sink(self, outputs: list[Message]) -> dict[str, list[Message]]:
         """Which sink gets which output: all of them, unless the chain chose (``switch``)."""
