@@ -1,18 +1,24 @@
 """The default store: one SQLite file in the state directory, WAL mode, group commit.
 
-Every write is an *operation* queued into the current batch; the first writer to get
-the commit lock commits every queued operation in one transaction on a worker
-thread, so durability costs one fsync per batch rather than one per message, and
-the event loop never blocks on disk.
+Every write is an *operation* queued into the open batch. One batch at a time is
+committed, in one transaction on the store's writer thread, so durability costs one
+fsync per batch rather than one per message and the event loop never blocks on disk.
+A writer that finds no commit running starts one at once; writes that arrive while
+it runs gather in the next batch, which starts the moment the running commit ends
+(from the commit's own completion, before the loop wakes anyone). So the disk is
+never idle while writes wait, and the batch grows with the load by itself.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sqlite3
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -96,18 +102,21 @@ class SQLiteOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     busy_timeout: float = 10.0
 
 
+log = logging.getLogger("integrator.store")
+
+
 class _Batch:
     __slots__ = (
         "after",
         "committed",
-        "done",
         "error",
         "first_inbox_seq",
         "inbox",
         "inbox_messages",
-        "led",
         "ops",
         "results",
+        "started",
+        "wanted",
     )
 
     def __init__(self) -> None:
@@ -119,12 +128,14 @@ class _Batch:
         self.inbox_messages: list[Message] = []  # the message of each row
         self.first_inbox_seq = 0
         self.error: BaseException | None = None
-        self.done = False
-        self.led = False  # a writer has taken charge of committing this batch
+        self.started = False  # its commit has begun: nothing more joins it
+        # A writer waits for this batch's commit now (not merely lingering): it starts
+        # as soon as no other commit runs.
+        self.wanted = False
         self.committed = anyio.Event()
         # The writers' bookkeeping once the batch is committed (the rows handed to the
-        # next stage, the ones forgotten), run by whoever committed it, right after the
-        # commit: a writer cancelled while it waited has its bookkeeping done all the same.
+        # next stage, the ones forgotten), run on the loop right after the commit: a
+        # writer cancelled while it waited has its bookkeeping done all the same.
         self.after: list[Callable[[], None]] = []
 
 
@@ -140,8 +151,10 @@ class SQLiteStore(Store):
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._read_lock = threading.Lock()
-        self._commit_lock = anyio.Lock()
-        self._batch = _Batch()
+        #: The one thread that commits (None until open and after close).
+        self._executor: ThreadPoolExecutor | None = None
+        self._batch = _Batch()  # the open batch: writes join it until its commit starts
+        self._in_flight: _Batch | None = None  # the batch being committed
         self._pending = 0
         self._seen_sweep = 0.0
         # What this process committed: the workers take it from memory (see _Committed).
@@ -153,6 +166,7 @@ class SQLiteStore(Store):
 
     async def open(self) -> None:
         await anyio.to_thread.run_sync(self._open)
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="integrator-store")
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -185,18 +199,18 @@ class SQLiteStore(Store):
             raise _store_error(self.path, err, "open") from err
 
     async def close(self) -> None:
-        async with self._commit_lock:
-            batch = self._batch
-            if (batch.ops or batch.inbox) and not batch.led:
-                # Writes queued but not yet led (a lingering stage write): commit them
-                # rather than fail them once the connection is gone.
-                batch.led = True
-                self._batch = _Batch()
-                try:
-                    await self._commit_and_follow_up(batch)
-                finally:
-                    batch.committed.set()
-            await anyio.to_thread.run_sync(self._close_connections)
+        # Every queued write is committed first, lingering ones included, rather than
+        # failed once the connection is gone.
+        while self._in_flight is not None or self._batch.ops or self._batch.inbox:
+            if self._in_flight is None:
+                self._start(self._batch)
+            in_flight = self._in_flight
+            if in_flight is not None:
+                await in_flight.committed.wait()
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False)
+        await anyio.to_thread.run_sync(self._close_connections)
 
     def _close_connections(self) -> None:
         # A read may still be running on another thread (an admin request racing the
@@ -226,61 +240,78 @@ class SQLiteStore(Store):
         right after the commit, even if the writer was cancelled while it waited.
 
         A ``linger`` write (a stage's bookkeeping: moving a message on, forgetting a
-        delivered one) first waits up to ``LINGER`` for another writer to lead the
-        batch, so it shares that commit (and its fsync) instead of paying for its own:
-        under load the next intake arrives within that time. Only the moment of the
-        commit changes, not what is committed together.
+        delivered one) first waits up to ``LINGER`` for another writer to want the
+        batch committed, so it shares that commit (and its fsync) instead of paying
+        for its own: under load the next intake arrives within that time. Only the
+        moment of the commit changes, not what is committed together.
         """
         batch = self._batch
         position = len(batch.ops)
         batch.ops.append(op)
         if then is not None:
             batch.after.append(lambda: then(batch.results[position]))
-        if linger and not batch.led:
-            # Shielded: a cancelled caller must still lead the batch it queued into.
-            with anyio.CancelScope(shield=True), anyio.move_on_after(self.LINGER):
-                await batch.committed.wait()
+        if linger and not batch.wanted:
+            try:
+                with anyio.move_on_after(self.LINGER):
+                    await batch.committed.wait()
+            finally:  # cancelled too: the batch must not wait for a writer that left
+                self._want(batch)
         await self._committed(batch)
         return batch.results[position]
 
     async def _committed(self, batch: _Batch) -> None:
         """Return once ``batch`` is committed (raising its error).
 
-        The first writer of a batch leads it: it waits for the previous batch's commit
-        (more writers join meanwhile), closes the batch and commits it on a worker
-        thread. The others only wait for the batch's event, so a commit wakes its
-        writers at once instead of handing a lock from one to the next.
-
-        The leader is shielded: a cancelled leader must not leave its followers waiting,
-        and once queued the data is committed anyway. A follower may be cancelled: its
-        bookkeeping is in the batch's ``after``, which the leader runs.
+        A writer may be cancelled while it waits: its data is committed all the same,
+        and its bookkeeping (the batch's ``after``) runs with the commit.
         """
-        if not batch.led:
-            batch.led = True
-            with anyio.CancelScope(shield=True):
-                try:
-                    async with self._commit_lock:
-                        self._batch = _Batch()
-                        await self._commit_and_follow_up(batch)
-                finally:
-                    batch.committed.set()
-        else:
-            await batch.committed.wait()
+        self._want(batch)
+        await batch.committed.wait()
         if batch.error is not None:
             raise batch.error
 
-    async def _commit_and_follow_up(self, batch: _Batch) -> None:
-        """Commit on a worker thread, then run the writers' bookkeeping here, in commit
-        order (the caller holds the commit lock or is closing the store)."""
+    def _want(self, batch: _Batch) -> None:
+        """A writer waits for ``batch``: commit it now, or as soon as the running commit ends."""
+        batch.wanted = True
+        if self._in_flight is None and not batch.started:
+            self._start(batch)
+
+    def _start(self, batch: _Batch) -> None:
+        """Begin committing the open batch on the writer thread (no other commit runs)."""
+        batch.started = True
+        self._batch = _Batch()
+        self._in_flight = batch
         # Taken out of the batch: the follow-ups refer to it, and a cycle would be left
         # to the garbage collector (with every row of the batch).
         follow_ups, batch.after = batch.after, []
-        await anyio.to_thread.run_sync(self._commit, batch)
-        if batch.error is None:
-            if batch.inbox:
-                self._remember_inbox(batch)
-            for follow_up in follow_ups:
-                follow_up()
+        finished = partial(self._finished, batch, follow_ups)
+        if self._executor is None:
+            batch.error = StoreError(f"the store at {self.path} is closed")
+            finished(None)
+            return
+        future = asyncio.get_running_loop().run_in_executor(self._executor, self._commit, batch)
+        future.add_done_callback(finished)
+
+    def _finished(
+        self, batch: _Batch, follow_ups: list[Callable[[], None]], _: object = None
+    ) -> None:
+        """On the loop, as the commit ends: the writers' bookkeeping, in commit order,
+        then the next batch's commit if a writer waits for it, then the writers."""
+        self._in_flight = None
+        try:
+            if batch.error is None:
+                if batch.inbox:
+                    follow_ups.insert(0, partial(self._remember_inbox, batch))
+                for follow_up in follow_ups:
+                    try:
+                        follow_up()
+                    except Exception:  # a bug in bookkeeping: the commit stands, go on
+                        log.error("store bookkeeping after a commit failed", exc_info=True)
+        finally:
+            following = self._batch
+            if following.wanted and not following.started:
+                self._start(following)
+            batch.committed.set()
 
     def _remember_inbox(self, batch: _Batch) -> None:
         """Hand the batch's new inbox rows to the chain workers (see _Committed)."""
@@ -324,8 +355,6 @@ class SQLiteStore(Store):
             batch.error = _store_error(self.path, err, "write to")
         except BaseException as err:
             batch.error = err
-        finally:
-            batch.done = True
 
     def _others_wrote(self, conn: sqlite3.Connection) -> None:
         """Another connection committed (another process: ``integrator dlq replay``,

@@ -100,6 +100,40 @@ async def test_concurrent_writes_are_group_committed(store: SQLiteStore) -> None
     assert commits < 50, f"{commits} transactions for 200 writers"
 
 
+async def test_writes_arriving_during_a_commit_share_the_next_one_which_follows_at_once(
+    store: SQLiteStore,
+) -> None:
+    sizes: list[int] = []
+    started, gate = threading.Event(), threading.Event()
+    original = store._commit
+
+    def gated(batch) -> None:  # type: ignore[no-untyped-def]
+        sizes.append(len(batch.inbox))
+        if len(sizes) == 1:
+            started.set()
+            gate.wait(5)  # the first commit runs until the others have queued
+        original(batch)
+
+    store._commit = gated  # type: ignore[method-assign]
+    next_running_when_first_returned: list[bool] = []
+
+    async def first() -> None:
+        await store.enqueue("r", [Message(body="first")])
+        next_running_when_first_returned.append(store._in_flight is not None)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(first)
+        # A lone write starts its commit at once.
+        assert await anyio.to_thread.run_sync(started.wait, 5)
+        for n in range(10):
+            tg.start_soon(store.enqueue, "r", [Message(body=n)])
+        await anyio.sleep(0.05)
+        gate.set()
+    assert sizes == [1, 10]
+    assert next_running_when_first_returned == [True]  # no idle disk between the two
+    assert store.pending() == 11
+
+
 async def test_route_done_turns_one_inbox_item_into_one_delivery_per_sink(
     store: SQLiteStore,
 ) -> None:
