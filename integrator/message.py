@@ -84,9 +84,24 @@ def encode(message: Message, json_body: bytes | None = None) -> bytes:
         try:
             return _encoder.encode(message)
         except OverflowError:
+            # Only when JSON gives the body back exactly: it would turn bytes into
+            # base64 text, a datetime into a string, NaN into null.
             json_body = _json_encode(message.body)
+            if not same_data(_json_decode(json_body), message.body):
+                raise
     m = message
     return _encoder.encode((json_body, m.headers, m.attributes, m.id, m.created_at, m.trace_id))
+
+
+def same_data(a: Any, b: Any) -> bool:
+    """Equal, and of the same types all the way down (``True``, ``1`` and ``1.0`` differ)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same_data(a[key], b[key]) for key in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(map(same_data, a, b))
+    return bool(a == b)
 
 
 def decode(data: bytes) -> Message:

@@ -8,7 +8,7 @@ import uuid
 import msgspec
 import pytest
 
-from integrator.message import Message, decode, encode, new_id
+from integrator.message import Message, decode, encode, new_id, same_data
 
 
 def test_a_new_id_is_a_version_7_uuid_in_canonical_form() -> None:
@@ -79,3 +79,22 @@ def test_a_message_stored_before_json_text_bodies_still_decodes() -> None:
 def test_a_body_with_an_integer_beyond_64_bits_is_stored_and_comes_back_exact() -> None:
     message = Message(body={"n": 2**64, "m": -(2**70)}, id="big")
     assert decode(encode(message)) == message
+
+
+def test_a_big_integer_beside_a_value_json_would_change_is_refused_not_altered() -> None:
+    # JSON text would bring the bytes back as base64 text: better refused than altered.
+    with pytest.raises(OverflowError):
+        encode(Message(body={"n": 2**64, "raw": b"\x00raw"}))
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ({"a": [1, "x", None]}, {"a": [1, "x", None]}, True),
+        ({"flag": True}, {"flag": 1}, False),
+        ([1], [1.0], False),
+        ({"a": 1}, {"a": 1, "b": 2}, False),
+    ],
+)
+def test_same_data_compares_types_too(a: object, b: object, same: bool) -> None:
+    assert same_data(a, b) is same

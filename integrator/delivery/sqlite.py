@@ -289,7 +289,12 @@ class SQLiteStore(Store):
             batch.error = StoreError(f"the store at {self.path} is closed")
             finished(None)
             return
-        future = asyncio.get_running_loop().run_in_executor(self._executor, self._commit, batch)
+        try:
+            future = asyncio.get_running_loop().run_in_executor(self._executor, self._commit, batch)
+        except RuntimeError as err:  # the executor refuses work (the interpreter is exiting)
+            batch.error = StoreError(f"the store at {self.path} cannot commit: {err}")
+            finished(None)
+            return
         future.add_done_callback(finished)
 
     def _finished(
@@ -308,10 +313,12 @@ class SQLiteStore(Store):
                     except Exception:  # a bug in bookkeeping: the commit stands, go on
                         log.error("store bookkeeping after a commit failed", exc_info=True)
         finally:
-            following = self._batch
-            if following.wanted and not following.started:
-                self._start(following)
-            batch.committed.set()
+            try:
+                following = self._batch
+                if following.wanted and not following.started:
+                    self._start(following)
+            finally:
+                batch.committed.set()
 
     def _remember_inbox(self, batch: _Batch) -> None:
         """Hand the batch's new inbox rows to the chain workers (see _Committed)."""
@@ -625,7 +632,7 @@ class SQLiteStore(Store):
         first_error = item.first_error or error
         first_at = item.first_attempt_at or now
 
-        def op(conn: sqlite3.Connection) -> tuple[int | None, int]:
+        def op(conn: sqlite3.Connection) -> tuple[tuple[int, bytes] | None, int]:
             # The stored message is copied as it is (never encoded again): what was
             # committed can always be dead-lettered, whatever a middleware did to it since.
             cursor = conn.execute(
@@ -646,16 +653,20 @@ class SQLiteStore(Store):
             )
             if not cursor.rowcount:  # already gone (done by a racing replay)
                 return None, 0
+            entry_id = cursor.lastrowid or 0
+            (blob,) = conn.execute("SELECT message FROM dlq WHERE id = ?", (entry_id,)).fetchone()
             conn.execute(f"DELETE FROM {table} WHERE seq = ?", (item.seq,))
-            return cursor.lastrowid, -1
+            return (entry_id, blob), -1
 
         recent = self._recent_deliveries if isinstance(item, Delivery) else self._recent_inbox
-        entry_id = await self._write(op, then=lambda _: recent.forget((item.seq,)))
+        entry = await self._write(op, then=lambda _: recent.forget((item.seq,)))
         return DeadLetter(
-            id=entry_id or 0,
+            id=entry[0] if entry else 0,
             route=item.route,
             sink=sink,
-            message=item.message,
+            # What the DLQ holds, so the integrator_dead_letter hook sees what
+            # `integrator dlq show` will.
+            message=decode(entry[1]) if entry else item.message,
             attempts=attempts,
             first_error=first_error,
             last_error=error,

@@ -66,9 +66,13 @@ class RouteIntake:
         if not messages:
             return []
         runtime = self._runtime
-        accepted = await self._services.store.enqueue(
-            runtime.name, messages, dedupe_window=self._dedupe, json_bodies=json_bodies
-        )
+        store = self._services.store
+        if json_bodies is None:  # a store written before json_bodies existed still works
+            accepted = await store.enqueue(runtime.name, messages, dedupe_window=self._dedupe)
+        else:
+            accepted = await store.enqueue(
+                runtime.name, messages, dedupe_window=self._dedupe, json_bodies=json_bodies
+            )
         stats = runtime.stats
         new = sum(accepted)
         stats.received += new
@@ -298,7 +302,10 @@ class RouteRuntime:
             try:
                 await self.services.store.route_done(done)
             except UnstorableOutput as err:
-                done = [entry for entry in done if entry[0] is not err.item]
+                rest = [entry for entry in done if entry[0].seq != err.item.seq]
+                if len(rest) == len(done):  # it names no item of this batch: a store bug
+                    raise
+                done = rest
                 await self._chain_failed(err.item, err, False, None)
                 continue
             break

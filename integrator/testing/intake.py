@@ -27,7 +27,7 @@ from typing import Any
 import anyio
 import msgspec
 
-from integrator.message import Message
+from integrator.message import Message, same_data
 
 #: Called with each batch as its submit begins (before the gate and the failure).
 SubmitHook = Callable[[Sequence[Message]], Awaitable[None]]
@@ -131,7 +131,7 @@ def _check_json_bodies(messages: Sequence[Message], json_bodies: Sequence[bytes 
     if len(json_bodies) != len(messages):
         raise AssertionError(f"submit: {len(json_bodies)} json_bodies for {len(messages)} messages")
     for position, (message, text) in enumerate(zip(messages, json_bodies, strict=True)):
-        if text is not None and msgspec.json.decode(text) != message.body:
+        if text is not None and not same_data(msgspec.json.decode(text), message.body):
             raise AssertionError(
                 f"submit: json_bodies[{position}] does not decode to message {message.id}'s body"
             )

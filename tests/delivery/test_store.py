@@ -78,6 +78,18 @@ async def test_a_json_text_body_is_copied_to_deliveries_and_the_dlq_intact(
         await reopened.close()
 
 
+async def test_a_dead_letter_holds_and_reports_the_message_as_stored(
+    store: SQLiteStore,
+) -> None:
+    await store.enqueue("r", [Message(body={"n": 1}, id="m")])
+    (item,) = await store.inbox_after("r", 0, 10)
+    item.message.body["scribbled"] = object()  # a middleware changed it in memory
+    entry = await store.dead_letter(item, "refused")
+    assert entry.message.body == {"n": 1}
+    stored = await store.dlq_get(entry.id)
+    assert stored is not None and stored.message.body == {"n": 1}
+
+
 async def test_the_store_file_uses_wal(store: SQLiteStore) -> None:
     with sqlite3.connect(store.path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

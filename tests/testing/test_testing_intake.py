@@ -122,5 +122,7 @@ async def test_json_bodies_that_do_not_match_the_bodies_fail_the_test() -> None:
     assert await intake.submit([message], json_bodies=[b'{"n": 1}']) == [True]
     with pytest.raises(AssertionError, match=r"json_bodies\[0\] does not decode to message a"):
         await intake.submit([message], json_bodies=[b'{"n": 2}'])
+    with pytest.raises(AssertionError, match="does not decode"):  # True is not 1 here
+        await intake.submit([Message(body={"flag": True})], json_bodies=[b'{"flag": 1}'])
     with pytest.raises(AssertionError, match="1 json_bodies for 2 messages"):
         await intake.submit([message, message], json_bodies=[None])
