@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import sqlite3
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -139,6 +139,40 @@ class _Batch:
         self.after: list[Callable[[], None]] = []
 
 
+class _CommitThread:
+    """The store's writer thread: commits the batches handed to it, one at a time, and
+    calls back on the loop. (An executor would add a concurrent future, its locks and a
+    second turn of the loop per commit.)"""
+
+    def __init__(self, commit: Callable[[_Batch], None]) -> None:
+        self._commit = commit
+        self._queue: queue.SimpleQueue[
+            tuple[asyncio.AbstractEventLoop, _Batch, Callable[[], None]] | None
+        ] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="integrator-store", daemon=True)
+        self._thread.start()
+
+    def submit(
+        self, loop: asyncio.AbstractEventLoop, batch: _Batch, done: Callable[[], None]
+    ) -> None:
+        """Commit ``batch``, then call ``done()`` on ``loop``."""
+        self._queue.put((loop, batch, done))
+
+    def stop(self) -> None:
+        """Finish what was handed over, then end the thread (blocks until it has)."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while (work := self._queue.get()) is not None:
+            loop, batch, done = work
+            self._commit(batch)  # never raises: a failure is the batch's error
+            try:
+                loop.call_soon_threadsafe(done)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                return
+
+
 class SQLiteStore(Store):
     Options = SQLiteOptions
 
@@ -152,7 +186,7 @@ class SQLiteStore(Store):
         self._reader: sqlite3.Connection | None = None
         self._read_lock = threading.Lock()
         #: The one thread that commits (None until open and after close).
-        self._executor: ThreadPoolExecutor | None = None
+        self._committer: _CommitThread | None = None
         self._batch = _Batch()  # the open batch: writes join it until its commit starts
         self._in_flight: _Batch | None = None  # the batch being committed
         self._pending = 0
@@ -166,7 +200,7 @@ class SQLiteStore(Store):
 
     async def open(self) -> None:
         await anyio.to_thread.run_sync(self._open)
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="integrator-store")
+        self._committer = _CommitThread(lambda batch: self._commit(batch))
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -207,9 +241,9 @@ class SQLiteStore(Store):
             in_flight = self._in_flight
             if in_flight is not None:
                 await in_flight.committed.wait()
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=False)
+        committer, self._committer = self._committer, None
+        if committer is not None:
+            await anyio.to_thread.run_sync(committer.stop)
         await anyio.to_thread.run_sync(self._close_connections)
 
     def _close_connections(self) -> None:
@@ -285,21 +319,13 @@ class SQLiteStore(Store):
         # to the garbage collector (with every row of the batch).
         follow_ups, batch.after = batch.after, []
         finished = partial(self._finished, batch, follow_ups)
-        if self._executor is None:
+        if self._committer is None:
             batch.error = StoreError(f"the store at {self.path} is closed")
-            finished(None)
+            finished()
             return
-        try:
-            future = asyncio.get_running_loop().run_in_executor(self._executor, self._commit, batch)
-        except RuntimeError as err:  # the executor refuses work (the interpreter is exiting)
-            batch.error = StoreError(f"the store at {self.path} cannot commit: {err}")
-            finished(None)
-            return
-        future.add_done_callback(finished)
+        self._committer.submit(asyncio.get_running_loop(), batch, finished)
 
-    def _finished(
-        self, batch: _Batch, follow_ups: list[Callable[[], None]], _: object = None
-    ) -> None:
+    def _finished(self, batch: _Batch, follow_ups: list[Callable[[], None]]) -> None:
         """On the loop, as the commit ends: the writers' bookkeeping, in commit order,
         then the next batch's commit if a writer waits for it, then the writers."""
         self._in_flight = None
