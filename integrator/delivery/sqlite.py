@@ -116,6 +116,7 @@ class _Batch:
         "ops",
         "results",
         "started",
+        "waiters",
         "wanted",
     )
 
@@ -132,7 +133,10 @@ class _Batch:
         # A writer waits for this batch's commit now (not merely lingering): it starts
         # as soon as no other commit runs.
         self.wanted = False
-        self.committed = anyio.Event()
+        self.committed = False
+        # One future per waiting writer, created on the store's loop: cheaper than an
+        # Event, whose every wait looks the running loop up (a getpid() on CPython 3.11).
+        self.waiters: list[asyncio.Future[None]] = []
         # The writers' bookkeeping once the batch is committed (the rows handed to the
         # next stage, the ones forgotten), run on the loop right after the commit: a
         # writer cancelled while it waited has its bookkeeping done all the same.
@@ -189,6 +193,7 @@ class SQLiteStore(Store):
         self._committer: _CommitThread | None = None
         self._batch = _Batch()  # the open batch: writes join it until its commit starts
         self._in_flight: _Batch | None = None  # the batch being committed
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop it was opened on
         self._pending = 0
         self._seen_sweep = 0.0
         # What this process committed: the workers take it from memory (see _Committed).
@@ -200,6 +205,7 @@ class SQLiteStore(Store):
 
     async def open(self) -> None:
         await anyio.to_thread.run_sync(self._open)
+        self._loop = asyncio.get_running_loop()
         self._committer = _CommitThread(lambda batch: self._commit(batch))
 
     def _connect(self) -> sqlite3.Connection:
@@ -240,7 +246,7 @@ class SQLiteStore(Store):
                 self._start(self._batch)
             in_flight = self._in_flight
             if in_flight is not None:
-                await in_flight.committed.wait()
+                await self._until_committed(in_flight)
         committer, self._committer = self._committer, None
         if committer is not None:
             await anyio.to_thread.run_sync(committer.stop)
@@ -287,7 +293,7 @@ class SQLiteStore(Store):
         if linger and not batch.wanted:
             try:
                 with anyio.move_on_after(self.LINGER):
-                    await batch.committed.wait()
+                    await self._until_committed(batch)
             finally:  # cancelled too: the batch must not wait for a writer that left
                 self._want(batch)
         await self._committed(batch)
@@ -300,9 +306,16 @@ class SQLiteStore(Store):
         and its bookkeeping (the batch's ``after``) runs with the commit.
         """
         self._want(batch)
-        await batch.committed.wait()
+        await self._until_committed(batch)
         if batch.error is not None:
             raise batch.error
+
+    async def _until_committed(self, batch: _Batch) -> None:
+        if batch.committed:
+            return
+        waiter = (self._loop or asyncio.get_running_loop()).create_future()
+        batch.waiters.append(waiter)
+        await waiter  # a cancelled writer cancels only its own future
 
     def _want(self, batch: _Batch) -> None:
         """A writer waits for ``batch``: commit it now, or as soon as the running commit ends."""
@@ -323,7 +336,8 @@ class SQLiteStore(Store):
             batch.error = StoreError(f"the store at {self.path} is closed")
             finished()
             return
-        self._committer.submit(asyncio.get_running_loop(), batch, finished)
+        assert self._loop is not None  # set with the committer, at open
+        self._committer.submit(self._loop, batch, finished)
 
     def _finished(self, batch: _Batch, follow_ups: list[Callable[[], None]]) -> None:
         """On the loop, as the commit ends: the writers' bookkeeping, in commit order,
@@ -344,7 +358,10 @@ class SQLiteStore(Store):
                 if following.wanted and not following.started:
                     self._start(following)
             finally:
-                batch.committed.set()
+                batch.committed = True
+                for waiter in batch.waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
 
     def _remember_inbox(self, batch: _Batch) -> None:
         """Hand the batch's new inbox rows to the chain workers (see _Committed)."""
