@@ -49,6 +49,7 @@ if str(ROOT) not in sys.path:
 from bench.payloads import FILTER, MAP, SECRET, VALIDATE, event_bytes, github_signature  # noqa: E402
 from bench.servers import (  # noqa: E402
     GroupCommit,
+    Handler,
     bare_handler,
     durable_handler,
     relay_handler,
@@ -61,7 +62,6 @@ source = {{ type = "webhook", path = "/hooks/bench", verify = {{ scheme = "githu
 middleware = [{{ type = "drop" }}]
 sinks = [{{ type = "file", path = "/dev/null" }}]
 """
-Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
 def request_bytes() -> bytes:

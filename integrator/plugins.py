@@ -216,7 +216,7 @@ def get_plugin_manager(
 
 def _warn_unknown_blocked(blocked: set[str], registry: Registry) -> None:
     """A name in INTEGRATOR_DISABLE_PLUGINS that matches no plugin blocks nothing: say so."""
-    known = {name for name in registry.plugins} | {n.rsplit(".", 1)[-1] for n in registry.plugins}
+    known = set(registry.plugins) | {name.rsplit(".", 1)[-1] for name in registry.plugins}
     for name in sorted(blocked - known):
         log.warning(
             "INTEGRATOR_DISABLE_PLUGINS names %r, which is no plugin, so it blocks nothing; "

@@ -115,7 +115,6 @@ class _Batch:
         "inbox_messages",
         "ops",
         "results",
-        "started",
         "waiters",
         "wanted",
     )
@@ -129,7 +128,6 @@ class _Batch:
         self.inbox_messages: list[Message] = []  # the message of each row
         self.first_inbox_seq = 0
         self.error: BaseException | None = None
-        self.started = False  # its commit has begun: nothing more joins it
         # A writer waits for this batch's commit now (not merely lingering): it starts
         # as soon as no other commit runs.
         self.wanted = False
@@ -233,7 +231,7 @@ class SQLiteStore(Store):
             )
             self._data_version = _data_version(self._writer)
             self._reader = self._connect()
-            self._pending = self._count_pending(self._reader)
+            self._pending = count_pending(self._reader)
         except (sqlite3.Error, OSError) as err:
             self._close_connections()
             raise _store_error(self.path, err, "open") from err
@@ -262,12 +260,6 @@ class SQLiteStore(Store):
         writer, self._writer = self._writer, None
         if writer is not None:
             writer.close()
-
-    @staticmethod
-    def _count_pending(conn: sqlite3.Connection) -> int:
-        (inbox,) = conn.execute("SELECT count(*) FROM inbox").fetchone()
-        (deliveries,) = conn.execute("SELECT count(*) FROM deliveries").fetchone()
-        return int(inbox) + int(deliveries)
 
     # -- group commit ----------------------------------------------------------------------
 
@@ -320,12 +312,12 @@ class SQLiteStore(Store):
     def _want(self, batch: _Batch) -> None:
         """A writer waits for ``batch``: commit it now, or as soon as the running commit ends."""
         batch.wanted = True
-        if self._in_flight is None and not batch.started:
+        if self._in_flight is None and batch is self._batch:  # not started yet
             self._start(batch)
 
     def _start(self, batch: _Batch) -> None:
-        """Begin committing the open batch on the writer thread (no other commit runs)."""
-        batch.started = True
+        """Begin committing the open batch on the writer thread (no other commit runs):
+        from now on writes join a new open batch."""
         self._batch = _Batch()
         self._in_flight = batch
         # Taken out of the batch: the follow-ups refer to it, and a cycle would be left
@@ -354,9 +346,8 @@ class SQLiteStore(Store):
                         log.error("store bookkeeping after a commit failed", exc_info=True)
         finally:
             try:
-                following = self._batch
-                if following.wanted and not following.started:
-                    self._start(following)
+                if self._batch.wanted:
+                    self._start(self._batch)
             finally:
                 batch.committed = True
                 for waiter in batch.waiters:
@@ -412,7 +403,7 @@ class SQLiteStore(Store):
         for memory in (self._recent_inbox, self._recent_deliveries):
             (last,) = conn.execute(f"SELECT coalesce(max(seq), 0) FROM {memory.table}").fetchone()
             memory.move_horizon(last)
-        self._pending = self._count_pending(conn)
+        self._pending = count_pending(conn)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         def run() -> Any:
@@ -678,28 +669,27 @@ class SQLiteStore(Store):
         def op(conn: sqlite3.Connection) -> tuple[tuple[int, bytes] | None, int]:
             # The stored message is copied as it is (never encoded again): what was
             # committed can always be dead-lettered, whatever a middleware did to it since.
+            row = conn.execute(f"SELECT message FROM {table} WHERE seq = ?", (item.seq,)).fetchone()
+            if row is None:  # already gone (done by a racing replay)
+                return None, 0
+            (blob,) = row
             cursor = conn.execute(
                 "INSERT INTO dlq (route, sink, msg_id, message, attempts, first_error,"
-                " last_error, first_attempt_at, failed_at)"
-                f" SELECT ?, ?, ?, message, ?, ?, ?, ?, ? FROM {table} WHERE seq = ?",
+                " last_error, first_attempt_at, failed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     item.route,
                     sink,
                     item.message.id,
+                    blob,
                     attempts,
                     first_error,
                     error,
                     first_at,
                     now,
-                    item.seq,
                 ),
             )
-            if not cursor.rowcount:  # already gone (done by a racing replay)
-                return None, 0
-            entry_id = cursor.lastrowid or 0
-            (blob,) = conn.execute("SELECT message FROM dlq WHERE id = ?", (entry_id,)).fetchone()
             conn.execute(f"DELETE FROM {table} WHERE seq = ?", (item.seq,))
-            return (entry_id, blob), -1
+            return (cursor.lastrowid or 0, blob), -1
 
         recent = self._recent_deliveries if isinstance(item, Delivery) else self._recent_inbox
         entry = await self._write(op, then=lambda _: recent.forget((item.seq,)))
@@ -1043,6 +1033,13 @@ def _insert_many(conn: sqlite3.Connection, sql: str, rows: Sequence[tuple[Any, .
     conn.executemany(sql, rows)
     (last,) = conn.execute("SELECT last_insert_rowid()").fetchone()
     return int(last) - len(rows) + 1
+
+
+def count_pending(conn: sqlite3.Connection) -> int:
+    """Inbox items and deliveries in a store's database: what is still in flight."""
+    (inbox,) = conn.execute("SELECT count(*) FROM inbox").fetchone()
+    (deliveries,) = conn.execute("SELECT count(*) FROM deliveries").fetchone()
+    return int(inbox) + int(deliveries)
 
 
 def _data_version(conn: sqlite3.Connection) -> int:

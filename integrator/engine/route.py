@@ -66,13 +66,9 @@ class RouteIntake:
         if not messages:
             return []
         runtime = self._runtime
-        store = self._services.store
-        if json_bodies is None:  # a store written before json_bodies existed still works
-            accepted = await store.enqueue(runtime.name, messages, dedupe_window=self._dedupe)
-        else:
-            accepted = await store.enqueue(
-                runtime.name, messages, dedupe_window=self._dedupe, json_bodies=json_bodies
-            )
+        accepted = await self._services.store.enqueue(
+            runtime.name, messages, dedupe_window=self._dedupe, json_bodies=json_bodies
+        )
         stats = runtime.stats
         new = sum(accepted)
         stats.received += new
@@ -301,14 +297,13 @@ class RouteRuntime:
         while done:
             try:
                 await self.services.store.route_done(done)
+                return done
             except UnstorableOutput as err:
                 rest = [entry for entry in done if entry[0].seq != err.item.seq]
                 if len(rest) == len(done):  # it names no item of this batch: a store bug
                     raise
                 done = rest
                 await self._chain_failed(err.item, err, False, None)
-                continue
-            break
         return done
 
     def _by_sink(self, outputs: list[Message]) -> dict[str, list[Message]]:

@@ -30,7 +30,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from integrator.delivery.sqlite import SQLiteOptions
+from integrator.delivery.sqlite import SQLiteOptions, count_pending
 from integrator.testing.waiting import Predicate, TimedOut, eventually
 
 #: What the daemon logs once every route has started (``ready: <summary>``).
@@ -183,9 +183,7 @@ def store_settled(store: Path) -> bool:
         raise FileNotFoundError(f"no store at {path}: start the daemon first")
     uri = path.resolve().as_uri() + "?mode=ro"
     with closing(sqlite3.connect(uri, uri=True, timeout=10)) as conn:
-        (inbox,) = conn.execute("SELECT count(*) FROM inbox").fetchone()
-        (deliveries,) = conn.execute("SELECT count(*) FROM deliveries").fetchone()
-    return int(inbox) + int(deliveries) == 0
+        return count_pending(conn) == 0
 
 
 class StoreLock:

@@ -146,6 +146,18 @@ async def test_writes_arriving_during_a_commit_share_the_next_one_which_follows_
     assert store.pending() == 11
 
 
+async def test_a_failing_bookkeeping_step_is_logged_and_the_store_goes_on(
+    store: SQLiteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(_: object) -> None:
+        raise ZeroDivisionError("a bug in bookkeeping")
+
+    await store._write(lambda conn: (None, 0), then=broken)  # committed all the same
+    assert "store bookkeeping after a commit failed" in caplog.text
+    assert await store.enqueue("r", [Message(body=1)]) == [True]
+    assert store.pending() == 1
+
+
 async def test_route_done_turns_one_inbox_item_into_one_delivery_per_sink(
     store: SQLiteStore,
 ) -> None:
