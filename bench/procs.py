@@ -51,9 +51,11 @@ def free_port() -> int:
 # -- /proc ---------------------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, every thread included."""
-    text = Path(f"/proc/{pid}/stat").read_text()
+def cpu_seconds(pid: int, *, main_thread: bool = False) -> float:
+    """utime + stime of a process, every thread included; or of its main thread only,
+    which runs the event loop in the daemon and in every baseline."""
+    path = f"/proc/{pid}/task/{pid}/stat" if main_thread else f"/proc/{pid}/stat"
+    text = Path(path).read_text()
     fields = text[text.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
@@ -91,10 +93,17 @@ class Usage:
     rss_peak_mb: float
     hwm_mb: float
     wakeups: int = 0
+    #: CPU of the main thread (the event loop); the rest is the other threads' (the
+    #: store's writer, thread-pool reads).
+    loop_cpu: float = 0.0
 
     @property
     def cpu_percent(self) -> float:
         return 100.0 * self.cpu / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def loop_percent(self) -> float:
+        return 100.0 * self.loop_cpu / self.seconds if self.seconds > 0 else 0.0
 
 
 class UsageMeter:
@@ -115,6 +124,7 @@ class UsageMeter:
     def __enter__(self) -> UsageMeter:
         self._t0 = time.perf_counter()
         self._cpu0 = cpu_seconds(self.pid)
+        self._loop0 = cpu_seconds(self.pid, main_thread=True)
         self._ctx0 = context_switches(self.pid)
         self._thread.start()
         return self
@@ -126,6 +136,7 @@ class UsageMeter:
             rss_peak_mb=0.0,
             hwm_mb=status_kb(self.pid, "VmHWM") / 1024,
             wakeups=context_switches(self.pid) - self._ctx0,
+            loop_cpu=cpu_seconds(self.pid, main_thread=True) - self._loop0,
         )
         self._stop.set()
         self._thread.join()

@@ -106,6 +106,7 @@ def _combined(parts: list[Measured], warmup_ok: int) -> Measured:
         rss_peak_mb=max(usage.rss_peak_mb for usage in usages),
         hwm_mb=max(usage.hwm_mb for usage in usages),
         wakeups=sum(usage.wakeups for usage in usages),
+        loop_cpu=sum(usage.loop_cpu for usage in usages),
     )
     profile = next((part.profile for part in parts if part.profile), {})
     return Measured(load, usage, profile, warmup_ok)

@@ -16,6 +16,7 @@ nothing durable, no transforms.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -58,7 +59,10 @@ class Flow:
     """One phase against one server, as seen by the generator and the receiver."""
 
     load: LoadResult
+    #: From the start of the load until drained.
     usage: Usage
+    #: While the load ran.
+    loaded: Usage
     delivered: int
     duplicates: int
     #: Deliveries per second while the load ran.
@@ -131,6 +135,12 @@ def run(settings: Settings) -> Scenario:
         "latency p99 @ rate", ours_paced.p99_ms, base_paced and base_paced.p99_ms, "ms"
     )
     p99.check = Check(ours_paced.p99_ms, "<=", P99_MS, " ms")
+    scenario.add(
+        "server CPU (saturated)", ours.loaded.cpu_percent, base.loaded.cpu_percent, "% core"
+    )
+    scenario.add(
+        "event loop thread CPU", ours.loaded.loop_percent, base.loaded.loop_percent, "% core"
+    )
     scenario.add("CPU per message", ours.cpu_us_per_message, base.cpu_us_per_message, "us")
     rss = scenario.add("RSS peak", ours.usage.rss_peak_mb, base.usage.rss_peak_mb, "MB")
     rss.ratio = None
@@ -189,14 +199,10 @@ def _phase(
     recv.reset()
     recording = Profile(settings, pid, profile or "", settings.duration) if profile else None
     t0 = time.time()
-    # Metered until the work is drained, so CPU per message covers ingest and delivery.
+    # Metered until the work is drained, so CPU per message covers ingest and delivery;
+    # the inner meter covers the load alone: how busy the server's threads were.
     with UsageMeter(pid) as meter:
-        if recording is not None:
-            with recording:
-                load = run_load(
-                    spec, settings.duration, settings.generator, settings.workdir / "load"
-                )
-        else:
+        with UsageMeter(pid) as loaded, recording or contextlib.nullcontext():
             load = run_load(spec, settings.duration, settings.generator, settings.workdir / "load")
         t1 = time.time()
         drained = wait_until(lambda: recv.count() >= load.ok, settings.drain_timeout, 0.1)
@@ -218,6 +224,7 @@ def _phase(
     return Flow(
         load=load,
         usage=meter.result,
+        loaded=loaded.result,
         delivered=unique,
         duplicates=len(phase) - unique,
         delivered_per_second=len(window) / max(1e-9, t1 - t0 - skip),
@@ -251,6 +258,8 @@ def _details(flow: Flow | None) -> dict[str, Any] | None:
         "duplicates": flow.duplicates,
         "drain_seconds": flow.drain_seconds,
         "cpu_seconds": flow.usage.cpu,
+        "loaded_cpu_seconds": flow.loaded.cpu,
+        "loaded_loop_cpu_seconds": flow.loaded.loop_cpu,
         "rss_peak_mb": flow.usage.rss_peak_mb,
         "profile": flow.profile,
     }
