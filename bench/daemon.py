@@ -61,8 +61,10 @@ def start_daemon(
     *,
     extra: dict[str, Any] | None = None,
     ready_timeout: float = 60.0,
+    env: dict[str, str] | None = None,
 ) -> Daemon:
-    """Write a config holding ``routes`` (TOML-shaped dicts) and start a daemon on it."""
+    """Write a config holding ``routes`` (TOML-shaped dicts) and start a daemon on it
+    (``env``: added to the daemon's environment)."""
     state_dir = workdir / f"{name}-state"
     admin_port, webhook_port = free_port(), free_port()
     config: dict[str, Any] = {
@@ -77,7 +79,11 @@ def start_daemon(
     path = workdir / f"{name}.toml"
     path.write_text(tomli_w.dumps(config))
     child = start(
-        name, [*integrator_command(), "run", "-c", str(path)], workdir, ready_timeout=ready_timeout
+        name,
+        [*integrator_command(), "run", "-c", str(path)],
+        workdir,
+        env=env,
+        ready_timeout=ready_timeout,
     )
     return Daemon(child, state_dir, admin_port, webhook_port)
 

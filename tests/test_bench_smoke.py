@@ -121,3 +121,21 @@ def test_the_in_process_harness_runs(server: str) -> None:
     found = re.match(rf"{server}: ([\d.]+) us CPU per {unit}", done.stdout)
     assert found is not None, done.stdout
     assert float(found.group(1)) > 0
+
+
+def test_the_comparison_of_two_revisions_runs() -> None:
+    """``bench/compare.py`` against HEAD: both sides load and a ratio per pair is printed.
+
+    The old side must run the exported tree: the script refuses to compare a tree with
+    itself by accident, so an exit status of 0 also says the path check passed.
+    """
+    argv = ["-m", "bench.compare", "HEAD", "--pairs", "1", "--seconds", "0.5"]
+    argv += ["--warmup", "0", "--connections", "4"]
+    done = subprocess.run(
+        [sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = re.findall(r"^\s+1\s+(old|new)\s+([\d,]+)\s", done.stdout, re.M)
+    assert sorted(side for side, _ in rows) == ["new", "old"], done.stdout
+    assert all(int(rate.replace(",", "")) > 0 for _, rate in rows), done.stdout
+    assert re.search(r"new / old \(HEAD\), per pair: req/s [\d.]+", done.stdout), done.stdout

@@ -12,6 +12,9 @@ the same pre-signed request from the same generator at the same concurrency.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from bench.daemon import start_daemon
 from bench.loadgen import LoadSpec
 from bench.payloads import SECRET, event_bytes, github_signature
@@ -34,27 +37,9 @@ def run(settings: Settings) -> Scenario:
         "1 durable ingest",
         "bare aiohttp handler (own process): read the body, answer 202",
     )
-    body = event_bytes()
-    headers = {
-        "Content-Type": "application/json",
-        "X-GitHub-Event": "push",
-        "X-Hub-Signature-256": github_signature(body),
-    }
     workdir = settings.workdir
-
-    routes = {
-        "ingest": {
-            "middleware": [{"type": "drop"}],
-            "sinks": [
-                {"type": "file", "path": str(workdir / "ingest-out.jsonl"), "fsync": "never"}
-            ],
-            "source": {
-                "type": "webhook",
-                "path": PATH,
-                "verify": {"scheme": "github", "secret": SECRET},
-            },
-        }
-    }
+    body, headers = signed_event()
+    routes = ingest_routes(workdir)
     children: list[Child] = []
     daemon = None
     try:
@@ -112,6 +97,34 @@ def run(settings: Settings) -> Scenario:
             f"every 2xx was stored ({received} stored >= {answered} answered 2xx)"
         )
     return scenario
+
+
+def signed_event() -> tuple[bytes, dict[str, str]]:
+    """The scenario's request: a ~1 KB JSON event and its headers, signed GitHub-style."""
+    body = event_bytes()
+    headers = {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": "push",
+        "X-Hub-Signature-256": github_signature(body),
+    }
+    return body, headers
+
+
+def ingest_routes(workdir: Path) -> dict[str, Any]:
+    """The daemon's route: verify, store, then ``drop`` (the file sink is never called)."""
+    return {
+        "ingest": {
+            "middleware": [{"type": "drop"}],
+            "sinks": [
+                {"type": "file", "path": str(workdir / "ingest-out.jsonl"), "fsync": "never"}
+            ],
+            "source": {
+                "type": "webhook",
+                "path": PATH,
+                "verify": {"scheme": "github", "secret": SECRET},
+            },
+        }
+    }
 
 
 def _server(
