@@ -212,6 +212,7 @@ class SQLiteStore(Store):
             isolation_level=None,
             check_same_thread=False,
             timeout=self.options.busy_timeout,
+            cached_statements=_CACHED_STATEMENTS,
         )
         conn.execute(f"PRAGMA synchronous={self.options.synchronous.upper()}")
         return conn
@@ -382,7 +383,7 @@ class SQLiteStore(Store):
                     self._others_wrote(conn)
                 added = 0
                 if batch.inbox:
-                    batch.first_inbox_seq = _insert_many(conn, _INSERT_INBOX, batch.inbox)
+                    batch.first_inbox_seq = _INSERT_INBOX_ROWS.run(conn, batch.inbox)
                     added = len(batch.inbox)
                 outcomes = [op(conn) for op in batch.ops]
                 conn.execute("COMMIT")
@@ -547,7 +548,7 @@ class SQLiteStore(Store):
                 written[:] = [w for w, row in zip(written, rows, strict=True) if row[4] in present]
                 keys[:] = [(row[0], row[1]) for row in todo]
             if todo:
-                first_seq = _insert_many(conn, _INSERT_DELIVERY, todo)
+                first_seq = _INSERT_DELIVERY_ROWS.run(conn, todo)
             _delete_rows("inbox", list(present), conn)
             return None, len(todo) - len(present)
 
@@ -1019,20 +1020,49 @@ class _Committed:
         return found
 
 
+class _MultiRowInsert:
+    """An INSERT of many rows as one ``VALUES`` list per statement (up to ``MAX_ROWS``).
+
+    Each SQLite step hands the GIL back to the event loop's thread and must wait to
+    take it again, so the writer thread's commit lasts as long as its slowest waits;
+    ``executemany`` steps once per row. One statement per batch shortened commits
+    and raised ingest by 5-10 % in alternating pairs (docs/performance.md).
+    """
+
+    MAX_ROWS = 64
+
+    def __init__(self, head: str, row: str) -> None:
+        self.head = head
+        self.row = row
+        self._sql: dict[int, str] = {}
+
+    def sql(self, count: int) -> str:
+        sql = self._sql.get(count)
+        if sql is None:
+            sql = self._sql[count] = self.head + ", ".join([self.row] * count)
+        return sql
+
+    def run(self, conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> int:
+        """Insert ``rows``; the seq of the first (the rest follow it: AUTOINCREMENT
+        numbers rows consecutively while the transaction holds the write lock)."""
+        for start in range(0, len(rows), self.MAX_ROWS):
+            chunk = rows[start : start + self.MAX_ROWS]
+            conn.execute(self.sql(len(chunk)), [value for row in chunk for value in row])
+        (last,) = conn.execute("SELECT last_insert_rowid()").fetchone()
+        return int(last) - len(rows) + 1
+
+
 _INSERT_INBOX = "INSERT INTO inbox (route, msg_id, message, created_at) VALUES (?, ?, ?, ?)"
-# A NULL blob copies the message from the inbox row (the chain passed it on unchanged).
-_INSERT_DELIVERY = (
-    "INSERT INTO deliveries (route, sink, msg_id, message, created_at)"
-    " SELECT ?1, ?2, ?3, coalesce(?4, (SELECT message FROM inbox WHERE seq = ?5)), ?6"
+_INSERT_INBOX_ROWS = _MultiRowInsert(
+    "INSERT INTO inbox (route, msg_id, message, created_at) VALUES ", "(?, ?, ?, ?)"
 )
-
-
-def _insert_many(conn: sqlite3.Connection, sql: str, rows: Sequence[tuple[Any, ...]]) -> int:
-    """Insert ``rows`` with one statement; the seq of the first (the rest follow it:
-    AUTOINCREMENT numbers one statement's rows consecutively under the write lock)."""
-    conn.executemany(sql, rows)
-    (last,) = conn.execute("SELECT last_insert_rowid()").fetchone()
-    return int(last) - len(rows) + 1
+# A NULL blob copies the message from the inbox row (the chain passed it on unchanged).
+_INSERT_DELIVERY_ROWS = _MultiRowInsert(
+    "INSERT INTO deliveries (route, sink, msg_id, message, created_at) VALUES ",
+    "(?, ?, ?, coalesce(?, (SELECT message FROM inbox WHERE seq = ?)), ?)",
+)
+#: Statements each connection keeps prepared: every size of both inserts, and the rest.
+_CACHED_STATEMENTS = 2 * _MultiRowInsert.MAX_ROWS + 64
 
 
 def count_pending(conn: sqlite3.Connection) -> int:

@@ -220,6 +220,42 @@ async def test_route_done_keeps_unchanged_and_changed_outputs_in_inbox_order(
     assert stored == [("m0", 0), ("m1", 1), ("m2", 20), ("m3", 3)]
 
 
+async def test_a_batch_larger_than_one_insert_statement_keeps_every_row_and_its_seq(
+    store: SQLiteStore,
+) -> None:
+    count = 150  # rows are inserted up to 64 per statement: 64 + 64 + 22
+    await store.enqueue("r", [Message(body=n, id=f"m{n}") for n in range(count)])
+    items = await store.inbox_after("r", 0, 1000)
+    done = [
+        (item, {"a": [item.message], "b": [item.message.evolve(body=-n)]})
+        for n, item in enumerate(items)
+    ]
+    await store.route_done(done)
+    remembered = {
+        sink: [
+            (d.seq, d.message.id, d.message.body)
+            for d in await store.deliveries_after("r", sink, 0, 1000)
+        ]
+        for sink in ("a", "b")
+    }
+    other = await _reopened(store)
+    try:
+        stored = {
+            sink: [
+                (d.seq, d.message.id, d.message.body)
+                for d in await other.deliveries_after("r", sink, 0, 1000)
+            ]
+            for sink in ("a", "b")
+        }
+    finally:
+        await other.close()
+    assert [i.message.id for i in items] == [f"m{n}" for n in range(count)]
+    assert [body for _, _, body in stored["a"]] == list(range(count))
+    assert [body for _, _, body in stored["b"]] == [-n for n in range(count)]
+    assert remembered == stored
+    assert store.pending() == 2 * count
+
+
 async def test_route_done_skips_only_the_items_already_done(store: SQLiteStore) -> None:
     await store.enqueue("r", [Message(body=n, id=f"m{n}") for n in range(3)])
     items = await store.inbox_after("r", 0, 10)
