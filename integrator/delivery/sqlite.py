@@ -1045,11 +1045,12 @@ class _MultiRowInsert:
     def run(self, conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> int:
         """Insert ``rows``; the seq of the first (the rest follow it: AUTOINCREMENT
         numbers rows consecutively while the transaction holds the write lock)."""
+        last = 0
         for start in range(0, len(rows), self.MAX_ROWS):
             chunk = rows[start : start + self.MAX_ROWS]
-            conn.execute(self.sql(len(chunk)), [value for row in chunk for value in row])
-        (last,) = conn.execute("SELECT last_insert_rowid()").fetchone()
-        return int(last) - len(rows) + 1
+            cursor = conn.execute(self.sql(len(chunk)), [value for row in chunk for value in row])
+            last = cursor.lastrowid or 0  # the rowid of the statement's last row
+        return last - len(rows) + 1
 
 
 _INSERT_INBOX = "INSERT INTO inbox (route, msg_id, message, created_at) VALUES (?, ?, ?, ?)"
