@@ -375,6 +375,9 @@ class SQLiteStore(Store):
         try:
             if conn is None:
                 raise StoreError(f"the store at {self.path} is closed")
+            if batch.inbox and not batch.ops and len(batch.inbox) <= _MultiRowInsert.MAX_ROWS:
+                self._commit_intake(conn, batch)
+                return
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 version = _data_version(conn)
@@ -397,6 +400,32 @@ class SQLiteStore(Store):
             batch.error = _store_error(self.path, err, "write to")
         except BaseException as err:
             batch.error = err
+
+    def _commit_intake(self, conn: sqlite3.Connection, batch: _Batch) -> None:
+        """A batch of new inbox rows and nothing else: one INSERT in autocommit mode.
+
+        Why: every SQLite call of the writer thread hands the GIL to the event loop
+        and then waits for it while the loop is busy, so a transaction's BEGIN, checks
+        and COMMIT each lengthened the commit; a one-statement transaction has one
+        such wait (docs/performance.md, *Where the event loop waits*).
+
+        Other writers are looked for after the commit: a row another process added
+        before ours then lies below the horizon, which moves before our rows are
+        remembered, so no reader passes over it.
+        """
+        first = _INSERT_INBOX_ROWS.run(conn, batch.inbox)
+        batch.first_inbox_seq = first
+        self._pending += len(batch.inbox)
+        batch.results = []
+        try:
+            version = _data_version(conn)
+            if version != self._data_version:
+                self._others_wrote(conn)
+                self._data_version = version
+        except sqlite3.Error as err:  # the rows are committed: the batch must not fail now
+            log.warning("store %s: could not look for other writers: %s", self.path, err)
+            self._recent_inbox.move_horizon(first + len(batch.inbox) - 1)
+            self._data_version = -1  # so the next commit looks again
 
     def _others_wrote(self, conn: sqlite3.Connection) -> None:
         """Another connection committed (another process: ``integrator dlq replay``,

@@ -10,6 +10,7 @@ import anyio
 import msgspec
 import pytest
 
+from integrator.delivery import sqlite as sqlite_store
 from integrator.delivery.sqlite import SQLiteOptions, SQLiteStore
 from integrator.errors import StoreError
 from integrator.message import Message
@@ -353,6 +354,27 @@ async def test_a_caught_up_reader_still_gets_rows_another_process_committed_firs
     await store.enqueue("r", [Message(id="b")])  # newer than theirs, and in memory
     ids, cursor = await _drain_ids(store, "r", cursor)
     assert ids == ["theirs", "b"]
+
+
+async def test_an_intake_commit_that_cannot_look_for_other_writers_still_succeeds(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.enqueue("r", [Message(id="a")])
+    ids, cursor = await _drain_ids(store, "r", 0)
+    _insert_from_another_process(store, "r", "theirs")
+    looked: list[bool] = []
+
+    def failing(conn: sqlite3.Connection) -> int:
+        looked.append(True)
+        raise sqlite3.OperationalError("disk I/O error")
+
+    real = sqlite_store._data_version
+    monkeypatch.setattr(sqlite_store, "_data_version", failing)
+    await store.enqueue("r", [Message(id="b")])  # committed before the look failed
+    monkeypatch.setattr(sqlite_store, "_data_version", real)
+    ids, cursor = await _drain_ids(store, "r", cursor)
+    assert looked
+    assert ids == ["theirs", "b"]  # the reader went back to the table for both
 
 
 async def test_rows_another_process_adds_to_an_idle_store_are_found(
