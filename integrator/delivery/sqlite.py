@@ -1132,8 +1132,20 @@ def _runs(seqs: Iterable[int]) -> list[list[int]]:
 
 
 def _existing(conn: sqlite3.Connection, table: str, seqs: list[int]) -> set[int]:
-    """Which of ``seqs`` still have a row in ``table``."""
-    return {seq for (seq,) in _select_by_seq(conn, table, "seq", seqs)}
+    """Which of ``seqs`` still have a row in ``table``.
+
+    One row per query (the seqs joined into text): on the writer thread each row
+    fetched is another SQLite step, and another wait for the GIL.
+    """
+    present: set[int] = set()
+    for start in range(0, len(seqs), 500):
+        chunk = seqs[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        sql = f"SELECT group_concat(seq) FROM {table} WHERE seq IN ({marks})"
+        (found,) = conn.execute(sql, chunk).fetchone()
+        if found:
+            present.update(map(int, found.split(",")))
+    return present
 
 
 def _select_by_seq(
