@@ -122,8 +122,8 @@ class _Batch:
     def __init__(self) -> None:
         self.ops: list[Op] = []
         self.results: list[Any] = []
-        # Inbox rows of plain enqueues, inserted with one executemany before the ops;
-        # their seqs are consecutive from ``first_inbox_seq`` (one writer, one statement).
+        # Inbox rows of plain enqueues, inserted before the ops; their seqs are
+        # consecutive from ``first_inbox_seq`` (one writer holding the write lock).
         self.inbox: list[tuple[str, str, bytes, float]] = []
         self.inbox_messages: list[Message] = []  # the message of each row
         self.first_inbox_seq = 0
@@ -375,15 +375,20 @@ class SQLiteStore(Store):
         try:
             if conn is None:
                 raise StoreError(f"the store at {self.path} is closed")
-            if batch.inbox and not batch.ops and len(batch.inbox) <= _MultiRowInsert.MAX_ROWS:
+            if (
+                batch.inbox
+                and not batch.ops
+                and len(batch.inbox) <= _MultiRowInsert.MAX_ROWS
+                and not conn.in_transaction  # never: a statement would not commit alone
+            ):
                 self._commit_intake(conn, batch)
                 return
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 version = _data_version(conn)
                 if version != self._data_version:
+                    self._others_wrote(conn)  # if it fails, the next commit looks again
                     self._data_version = version
-                    self._others_wrote(conn)
                 added = 0
                 if batch.inbox:
                     batch.first_inbox_seq = _INSERT_INBOX_ROWS.run(conn, batch.inbox)
@@ -422,7 +427,7 @@ class SQLiteStore(Store):
             if version != self._data_version:
                 self._others_wrote(conn)
                 self._data_version = version
-        except sqlite3.Error as err:  # the rows are committed: the batch must not fail now
+        except Exception as err:  # the rows are committed: the batch must not fail now
             log.warning("store %s: could not look for other writers: %s", self.path, err)
             self._recent_inbox.move_horizon(first + len(batch.inbox) - 1)
             self._data_version = -1  # so the next commit looks again

@@ -377,6 +377,28 @@ async def test_an_intake_commit_that_cannot_look_for_other_writers_still_succeed
     assert ids == ["theirs", "b"]  # the reader went back to the table for both
 
 
+async def test_a_failed_look_at_what_another_process_wrote_is_made_again_next_commit(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.enqueue("r", [Message(id="a")])
+    (item,) = await store.inbox_after("r", 0, 10)
+    _insert_from_another_process(store, "r", "theirs")
+    looks: list[bool] = []
+    real = store._others_wrote
+
+    def flaky(conn: sqlite3.Connection) -> None:
+        looks.append(True)
+        if len(looks) == 1:
+            raise sqlite3.OperationalError("disk I/O error")
+        real(conn)
+
+    monkeypatch.setattr(store, "_others_wrote", flaky)
+    with pytest.raises(StoreError):
+        await store.route_done([(item, {"s": [item.message]})])  # rolled back
+    await store.route_done([(item, {"s": [item.message]})])
+    assert len(looks) == 2  # the other process's commit was not taken as seen
+
+
 async def test_rows_another_process_adds_to_an_idle_store_are_found(
     store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
