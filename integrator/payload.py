@@ -31,6 +31,7 @@ __all__ = [
     "PayloadError",
     "content_type_of",
     "decode_body",
+    "decode_body_with_json",
     "encode_body",
     "header_text",
 ]
@@ -60,27 +61,42 @@ def decode_body(data: bytes, mode: Decode, content_type: str | None = None) -> A
     content type that turns out wrong falls back to guessing. ``json`` and ``text``
     raise :class:`PayloadError` when the data is not what they expect.
     """
+    return _decode(data, mode, content_type)[0]
+
+
+def decode_body_with_json(
+    data: bytes, mode: Decode, content_type: str | None = None
+) -> tuple[Any, bytes | None]:
+    """:func:`decode_body`, and ``data`` itself when the body was decoded from it as JSON
+    (``None`` otherwise): pass it on as ``intake.submit(…, json_bodies=[…])`` and the
+    store keeps that text instead of encoding the body a second time."""
+    body, from_json = _decode(data, mode, content_type)
+    return body, data if from_json else None
+
+
+def _decode(data: bytes, mode: Decode, content_type: str | None) -> tuple[Any, bool]:
+    """The body, and whether it was decoded as JSON."""
     if mode == "auto" and content_type:
         mode = _MODE_OF_TYPE.get(content_type.split(";", 1)[0].strip().lower(), "auto")
         if mode != "auto":
             try:
-                return decode_body(data, mode)
+                return _decode(data, mode, None)
             except PayloadError:
-                return decode_body(data, "auto")  # the label was wrong: guess instead
+                return _decode(data, "auto", None)  # the label was wrong: guess instead
     if mode == "bytes":
-        return data
+        return data, False
     if mode in ("auto", "json"):
         try:
-            return msgspec.json.decode(data)
+            return msgspec.json.decode(data), True
         except msgspec.DecodeError as err:
             if mode == "json":
                 raise PayloadError(f"not JSON: {err}") from err
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8"), False
     except UnicodeDecodeError as err:
         if mode == "text":
             raise PayloadError(f"not UTF-8 text: {err}") from err
-        return data
+        return data, False
 
 
 def encode_body(body: Any) -> bytes:

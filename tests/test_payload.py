@@ -18,6 +18,7 @@ from integrator.payload import (
     PayloadError,
     content_type_of,
     decode_body,
+    decode_body_with_json,
     encode_body,
     header_text,
 )
@@ -75,6 +76,30 @@ def test_a_wrong_content_type_falls_back_to_guessing() -> None:
 
 def test_a_content_type_does_not_override_an_explicit_mode() -> None:
     assert decode_body(b"123", "text", "application/json") == "123"
+
+
+@pytest.mark.parametrize(
+    ("data", "mode", "content_type", "from_json"),
+    [
+        (b'{"a": 1}', "auto", None, True),
+        (b"123", "json", None, True),
+        (b"123", "auto", "application/json", True),
+        (b"123", "auto", "text/plain", False),  # the label says text: not parsed
+        (b"hello", "auto", "application/json", False),  # a wrong label: guessed as text
+        (b'{"a": 1}', "text", None, False),
+        (b'{"a": 1}', "bytes", None, False),
+        (b"\xff", "auto", None, False),
+    ],
+)
+def test_the_json_text_comes_back_exactly_when_the_body_was_decoded_from_it(
+    data: bytes, mode: Any, content_type: str | None, from_json: bool
+) -> None:
+    body, text = decode_body_with_json(data, mode, content_type)
+    assert body == decode_body(data, mode, content_type)
+    assert text == (data if from_json else None)
+    if text is not None:
+        assert text is data  # no copy: the text the source received
+        assert json.loads(text) == body
 
 
 def test_bytes_and_text_are_encoded_as_they_are() -> None:

@@ -52,6 +52,8 @@ class RecordingIntake:
         self.committed: list[Message] = []
         #: Every message submitted, committed or not.
         self.offered: list[Message] = []
+        #: The JSON text handed over with each offered message (``json_bodies``), or None.
+        self.offered_json: list[bytes | None] = []
         #: Set once a submit has begun.
         self.submitting = anyio.Event()
         #: While set to an unset event, submits wait for it before committing.
@@ -99,6 +101,7 @@ class RecordingIntake:
         if json_bodies is not None:
             _check_json_bodies(messages, json_bodies)
         self.offered.extend(messages)
+        self.offered_json.extend(json_bodies if json_bodies is not None else [None] * len(messages))
         self.submitting.set()
         if self.on_submit is not None:
             await self.on_submit(messages)

@@ -126,3 +126,13 @@ async def test_json_bodies_that_do_not_match_the_bodies_fail_the_test() -> None:
         await intake.submit([Message(body={"flag": True})], json_bodies=[b'{"flag": 1}'])
     with pytest.raises(AssertionError, match="1 json_bodies for 2 messages"):
         await intake.submit([message, message], json_bodies=[None])
+
+
+async def test_the_json_text_handed_over_with_each_message_is_recorded() -> None:
+    intake = RecordingIntake()
+    await intake.submit(
+        [Message(body=1, id="a"), Message(body="x", id="b")], json_bodies=[b"1", None]
+    )
+    await intake.submit([Message(body=2, id="c")])  # a source that hands over no text
+    assert intake.offered_json == [b"1", None, None]
+    assert [m.id for m in intake.offered] == ["a", "b", "c"]

@@ -123,3 +123,17 @@ async def test_consuming_a_missing_queue_without_declare_fails_with_the_reason(q
     source = make_source(queue_name(), declare=False)
     with pytest.raises(integrator_amqp.AmqpUnavailable, match="NOT_FOUND"):
         await source.run(intake)
+
+
+async def test_a_json_body_is_handed_to_the_store_as_the_text_received(
+    amqp_channel, queue_name, intake
+):
+    queue = queue_name()
+    async with anyio.create_task_group() as tg:
+        await tg.start(make_source(queue).run, intake)
+        await publish(amqp_channel, queue, b'{"order": 7}', message_id="json")
+        await publish(amqp_channel, queue, b"plain words", message_id="text")
+        await eventually(lambda: len(intake.committed) == 2, "both messages")
+        tg.cancel_scope.cancel()
+    texts = {m.id: text for m, text in zip(intake.offered, intake.offered_json, strict=True)}
+    assert texts == {"json": b'{"order": 7}', "text": None}

@@ -151,3 +151,21 @@ async def test_mqtt_3_1_1_keeps_the_session_too(publisher, topic, client_id, int
 def test_invalid_options_are_refused(options, problem):
     with pytest.raises(ValueError, match=problem):
         MqttSourceOptions(**options).validate()
+
+
+async def test_a_json_body_is_handed_to_the_store_as_the_text_received(
+    publisher, topic, client_id, intake
+):
+    source = make_source(topic(), client_id())
+    async with anyio.create_task_group() as tg:
+        await tg.start(source.run, intake)
+        async with publisher() as client:
+            for message_id, payload in (("json", b'{"order": 7}'), ("text", b"plain words")):
+                id_property = properties(UserProperty=[("message_id", message_id)])
+                await client.publish(
+                    source.options.topics[0], payload, qos=1, properties=id_property
+                )
+        await eventually(lambda: len(intake.committed) == 2, "both messages")
+        tg.cancel_scope.cancel()
+    texts = {m.id: text for m, text in zip(intake.offered, intake.offered_json, strict=True)}
+    assert texts == {"json": b'{"order": 7}', "text": None}

@@ -76,21 +76,23 @@ class NatsSourceOptions(ConnectionOptions, forbid_unknown_fields=True, kw_only=T
             raise ValueError("max_deliver must be at least 1")
 
 
-def decode_payload(data: bytes, mode: str) -> Any:
-    """The message body for a payload: JSON if ``auto`` and it parses, else bytes or text."""
+def decode_payload(data: bytes, mode: str) -> tuple[Any, bytes | None]:
+    """The message body for a payload: JSON if ``auto`` and it parses, else bytes or text;
+    and the payload itself when the body was decoded from it as JSON (for the store)."""
     if mode == "text":
-        return data.decode("utf-8", "replace")
+        return data.decode("utf-8", "replace"), None
     if mode == "auto" and data:
         try:
-            return msgspec.json.decode(data)
+            return msgspec.json.decode(data), data
         except msgspec.DecodeError:
             pass
-    return data
+    return data, None
 
 
-def to_message(msg: Msg, decode: str) -> Message:
+def to_message(msg: Msg, decode: str) -> tuple[Message, bytes | None]:
     """Build the envelope: id from ``Nats-Msg-Id`` if the publisher set one, else
-    ``<stream>:<sequence>``, stable across redeliveries either way."""
+    ``<stream>:<sequence>``, stable across redeliveries either way. Also the JSON text
+    the body was decoded from, or None."""
     meta = msg.metadata
     headers = {str(k): str(v) for k, v in (msg.headers or {}).items()}
     seq = meta.sequence.stream
@@ -104,12 +106,9 @@ def to_message(msg: Msg, decode: str) -> Message:
     }
     if meta.timestamp is not None:
         attributes["published_at"] = meta.timestamp.timestamp()
-    return Message(
-        id=message_id,
-        body=decode_payload(msg.data, decode),
-        headers=headers,
-        attributes=attributes,
-    )
+    body, text = decode_payload(msg.data, decode)
+    message = Message(id=message_id, body=body, headers=headers, attributes=attributes)
+    return message, text
 
 
 class NatsSource(Source):
@@ -191,8 +190,8 @@ class NatsSource(Source):
         import nats.errors
 
         try:
-            messages = [to_message(msg, self.options.decode) for msg in fetched]
-            await intake.submit(messages)
+            built = [to_message(msg, self.options.decode) for msg in fetched]
+            await intake.submit([m for m, _ in built], json_bodies=[text for _, text in built])
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._nak(client, fetched)

@@ -98,3 +98,16 @@ async def test_an_idle_consumer_keeps_waiting_for_messages(streams: Any) -> None
         await intake.wait_committed(1, timeout=5)
         tg.cancel_scope.cancel()
     assert [m.body for m in intake.committed] == [b"late"]
+
+
+async def test_a_json_body_is_handed_to_the_store_as_the_text_received(streams: Any) -> None:
+    stream = await streams.create("json")
+    await streams.publish(f"{stream}.x", b'{"order": 7}')
+    await streams.publish(f"{stream}.x", b"plain words")
+    intake = RecordingIntake()
+    async with anyio.create_task_group() as tg:
+        await tg.start(source(stream).run, intake)
+        await intake.wait_committed(2, timeout=5)
+        tg.cancel_scope.cancel()
+    assert intake.offered_json == [b'{"order": 7}', None]
+    assert [m.body for m in intake.offered] == [{"order": 7}, b"plain words"]

@@ -18,7 +18,7 @@ import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from integrator import Duration, Intake, Message, Source
-from integrator.payload import decode_body
+from integrator.payload import decode_body_with_json
 from integrator_postgres.connection import (
     ConnectionOptions,
     PostgresConnectorError,
@@ -89,7 +89,10 @@ class PostgresListenSource(Source):
                     batch, lost = await self._next_batch(conn, receive)
                     if batch:
                         await intake.wait_accepting()
-                        await intake.submit([self._message(item) for item in batch])
+                        built = [self._message(item) for item in batch]
+                        await intake.submit(
+                            [m for m, _ in built], json_bodies=[text for _, text in built]
+                        )
                     if lost:
                         raise PostgresConnectorError(
                             f"lost the LISTEN connection to {options.safe_url()}"
@@ -131,8 +134,8 @@ class PostgresListenSource(Source):
                 return batch, False
         return batch, True
 
-    def _message(self, item: _Notification) -> Message:
-        return Message(
-            body=decode_body(item.payload.encode(), self.options.decode),
-            attributes={"channel": item.channel, "pid": item.pid},
-        )
+    def _message(self, item: _Notification) -> tuple[Message, bytes | None]:
+        """The message, and the JSON text its body was decoded from (None if it was not)."""
+        body, text = decode_body_with_json(item.payload.encode(), self.options.decode)
+        attributes = {"channel": item.channel, "pid": item.pid}
+        return Message(body=body, attributes=attributes), text

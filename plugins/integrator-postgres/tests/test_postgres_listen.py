@@ -6,10 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
+from integrator_postgres.listen import ListenOptions, PostgresListenSource
 
+from integrator.components import Context
+from integrator.config import convert
 from integrator.engine.health import State
-from integrator.testing import TcpProxy, read_jsonl
+from integrator.testing import RecordingIntake, TcpProxy, eventually, read_jsonl
 
 pytestmark = pytest.mark.service("postgres")
 
@@ -107,3 +111,19 @@ async def test_a_silently_dead_connection_is_noticed_by_the_keepalive(
             )
             await db.conn.execute("SELECT pg_notify($1, 'after')", channel)
             await daemon.wait_delivered("notes", 1)
+
+
+async def test_a_json_payload_is_handed_to_the_store_as_the_text_received(
+    db: Any, tmp_path: Path
+) -> None:
+    channel = channel_name(tmp_path)
+    options = convert({"url": URL, "channels": [channel]}, ListenOptions)
+    intake = RecordingIntake()
+    async with anyio.create_task_group() as tg:
+        await tg.start(PostgresListenSource(options, Context(route="notes")).run, intake)
+        await db.conn.execute("SELECT pg_notify($1, $2)", channel, '{"order": 7}')
+        await db.conn.execute("SELECT pg_notify($1, $2)", channel, "plain text")
+        await eventually(lambda: len(intake.committed) == 2, "both notifications")
+        tg.cancel_scope.cancel()
+    assert intake.offered_json == [b'{"order": 7}', None]
+    assert [m.body for m in intake.offered] == [{"order": 7}, "plain text"]

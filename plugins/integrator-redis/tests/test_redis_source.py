@@ -140,6 +140,23 @@ async def test_an_entry_that_is_not_json_under_decode_json_is_kept_raw_and_flagg
     assert message.attributes["decode_error"].startswith("not JSON")
 
 
+async def test_a_json_body_is_handed_to_the_store_as_the_text_received(redis_client, key, intake):
+    stream = key()
+    async with anyio.create_task_group() as tg:
+        await tg.start(make_source(stream).run, intake)
+        json_id = await redis_client.xadd(stream, {"body": b'{"order": 7}'})
+        text_id = await redis_client.xadd(stream, {"body": b"plain words"})
+        fields_id = await redis_client.xadd(stream, {"a": "1"})  # no body field: a table
+        await eventually(lambda: len(intake.committed) == 3, "the three entries")
+        tg.cancel_scope.cancel()
+    texts = {m.id: text for m, text in zip(intake.offered, intake.offered_json, strict=True)}
+    assert texts == {
+        f"{stream}:{json_id.decode()}": b'{"order": 7}',
+        f"{stream}:{text_id.decode()}": None,
+        f"{stream}:{fields_id.decode()}": None,
+    }
+
+
 @pytest.mark.parametrize(
     ("data", "mode", "body"),
     [

@@ -21,7 +21,7 @@ import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from integrator import Intake, Message, Source, redact_url
-from integrator.payload import Decode, PayloadError, decode_body, header_text
+from integrator.payload import Decode, PayloadError, decode_body_with_json, header_text
 from integrator_amqp.connection import AmqpConnectionOptions, AmqpUnavailable, connect
 
 if TYPE_CHECKING:
@@ -160,13 +160,15 @@ class AmqpSource(Source):
         unacknowledged (to be delivered twice); the store's busy timeout and the
         acknowledgements (which need no reply) bound it.
         """
-        messages = [self._message(d) for d in deliveries]
+        built = [self._message(d) for d in deliveries]
+        messages = [message for message, _ in built]
         with anyio.CancelScope(shield=True):
-            await intake.submit(messages)
+            await intake.submit(messages, json_bodies=[text for _, text in built])
             for delivery in deliveries:
                 await delivery.ack()
 
-    def _message(self, delivery: AbstractIncomingMessage) -> Message:
+    def _message(self, delivery: AbstractIncomingMessage) -> tuple[Message, bytes | None]:
+        """The message, and the JSON text its body was decoded from (None if it was not)."""
         headers = {name: header_text(value) for name, value in (delivery.headers or {}).items()}
         for prop in PROPERTIES:
             value = getattr(delivery, prop, None)
@@ -183,12 +185,14 @@ class AmqpSource(Source):
             "redelivered": bool(delivery.redelivered),
         }
         try:
-            body = decode_body(delivery.body, self.options.decode, delivery.content_type)
+            body, text = decode_body_with_json(
+                delivery.body, self.options.decode, delivery.content_type
+            )
         except PayloadError as err:
-            body, attributes["decode_error"] = delivery.body, str(err)
+            body, text, attributes["decode_error"] = delivery.body, None, str(err)
         fields: dict[str, Any] = {"body": body, "headers": headers, "attributes": attributes}
         if delivery.message_id:
             fields["id"] = delivery.message_id
         if delivery.timestamp is not None:
             fields["created_at"] = delivery.timestamp.timestamp()
-        return Message(**fields)
+        return Message(**fields), text

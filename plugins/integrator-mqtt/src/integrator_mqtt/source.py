@@ -29,7 +29,7 @@ import anyio
 import anyio.abc
 
 from integrator import Duration, Intake, Message, Source
-from integrator.payload import Decode, PayloadError, decode_body, header_text
+from integrator.payload import Decode, PayloadError, decode_body_with_json, header_text
 from integrator_mqtt.connection import (
     MqttConnectionOptions,
     MqttUnavailable,
@@ -125,14 +125,16 @@ class MqttSource(Source):
         and acknowledging does not wait for the broker.
         """
         with anyio.CancelScope(shield=True):
-            await intake.submit([self._message(m) for m in batch])
+            built = [self._message(m) for m in batch]
+            await intake.submit([m for m, _ in built], json_bodies=[text for _, text in built])
             if self.options.qos == 1:
                 paho = paho_client(client)
                 for message in batch:
                     if message.qos == 1:
                         paho.ack(message.mid, message.qos)
 
-    def _message(self, incoming: aiomqtt.Message) -> Message:
+    def _message(self, incoming: aiomqtt.Message) -> tuple[Message, bytes | None]:
+        """The message, and the JSON text its body was decoded from (None if it was not)."""
         options = self.options
         headers: dict[str, str] = {}
         content_type: str | None = None
@@ -160,11 +162,11 @@ class MqttSource(Source):
         else:
             raw = b"" if payload is None else str(payload).encode()
         try:
-            body = decode_body(raw, options.decode, content_type)
+            body, text = decode_body_with_json(raw, options.decode, content_type)
         except PayloadError as err:
-            body, attributes["decode_error"] = raw, str(err)
+            body, text, attributes["decode_error"] = raw, None, str(err)
         fields: dict[str, Any] = {"body": body, "headers": headers, "attributes": attributes}
         message_id = headers.pop(options.id_property, None)
         if message_id:
             fields["id"] = message_id
-        return Message(**fields)
+        return Message(**fields), text

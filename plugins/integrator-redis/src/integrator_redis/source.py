@@ -21,7 +21,7 @@ import anyio
 import anyio.abc
 
 from integrator import Duration, Intake, Message, Source, redact_url
-from integrator.payload import Decode, PayloadError, decode_body, header_text
+from integrator.payload import Decode, PayloadError, decode_body_with_json, header_text
 from integrator_redis.connection import (
     RedisConnectionOptions,
     RedisUnavailable,
@@ -184,16 +184,20 @@ class RedisStreamSource(Source):
         bounded by their own timeouts (the store's busy timeout, the socket timeout).
         """
         ids = [entry_id for entry_id, _fields in entries]
-        messages = [
+        built = [
             self._message(entry_id, fields, how)
             for entry_id, fields in entries
             if fields is not None  # trimmed from the stream while pending: nothing to deliver
         ]
+        messages = [message for message, _ in built]
         with anyio.CancelScope(shield=True):
-            await intake.submit(messages)
+            await intake.submit(messages, json_bodies=[text for _, text in built])
             await client.xack(self.options.stream, self.group, *ids)
 
-    def _message(self, entry_id: bytes, fields: dict[bytes, bytes], how: str) -> Message:
+    def _message(
+        self, entry_id: bytes, fields: dict[bytes, bytes], how: str
+    ) -> tuple[Message, bytes | None]:
+        """The message, and the JSON text its body was decoded from (None if it was not)."""
         options = self.options
         key = options.body_field.encode()
         entry = entry_id.decode()
@@ -206,15 +210,14 @@ class RedisStreamSource(Source):
                 k.decode("utf-8", "replace"): header_text(v) for k, v in fields.items() if k != key
             }
             try:
-                body = decode_body(raw, options.decode)
+                body, text = decode_body_with_json(raw, options.decode)
             except PayloadError as err:
-                body, attributes["decode_error"] = raw, str(err)
+                body, text, attributes["decode_error"] = raw, None, str(err)
         else:
             headers = {}
             body = {k.decode("utf-8", "replace"): header_text(v) for k, v in fields.items()}
-        return Message(
-            id=f"{options.stream}:{entry}",
-            body=body,
-            headers=headers,
-            attributes=attributes,
+            text = None
+        message = Message(
+            id=f"{options.stream}:{entry}", body=body, headers=headers, attributes=attributes
         )
+        return message, text
