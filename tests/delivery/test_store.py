@@ -221,6 +221,22 @@ async def test_route_done_keeps_unchanged_and_changed_outputs_in_inbox_order(
     assert stored == [("m0", 0), ("m1", 1), ("m2", 20), ("m3", 3)]
 
 
+@pytest.mark.parametrize("count", [1, 64, 65])  # one statement alone; the most; a transaction
+async def test_every_row_of_an_enqueue_is_stored_with_the_seq_its_reader_is_given(
+    store: SQLiteStore, count: int
+) -> None:
+    await store.enqueue("r", [Message(body=n, id=f"m{n}") for n in range(count)])
+    remembered = [(i.seq, i.message.id) for i in await store.inbox_after("r", 0, 1000)]
+    other = await _reopened(store)
+    try:
+        stored = [(i.seq, i.message.id) for i in await other.inbox_after("r", 0, 1000)]
+    finally:
+        await other.close()
+    assert [msg_id for _, msg_id in stored] == [f"m{n}" for n in range(count)]
+    assert remembered == stored
+    assert store.pending() == count
+
+
 async def test_a_batch_larger_than_one_insert_statement_keeps_every_row_and_its_seq(
     store: SQLiteStore,
 ) -> None:
