@@ -1,9 +1,10 @@
-"""Durable ingest: this checkout against another revision, in alternating pairs.
+"""This checkout against another revision, in alternating pairs (ingest or end to end).
 
 ::
 
-    .venv/bin/python -m bench.compare HEAD~1                  # 3 pairs of 8 s, about 2 minutes
+    .venv/bin/python -m bench.compare HEAD~1                  # ingest: 3 pairs of 8 s, ~2 min
     .venv/bin/python -m bench.compare 51fdf1a --pairs 5 --seconds 10
+    .venv/bin/python -m bench.compare HEAD~1 --scenario e2e   # end to end, delivered/s
 
 For changes to waiting, threads or batching, which the in-process harness cannot
 judge (docs/performance.md, "What the harness cannot show"). ``git archive`` puts the
@@ -11,8 +12,9 @@ revision's ``integrator`` package in a temporary directory, and that side's daem
 runs with the directory first on ``PYTHONPATH`` (checked before the first turn: a
 comparison of a tree with itself shows nothing and looks like "no change").
 Everything else (bench, venv, plugins) is this checkout's. One daemon at a time on
-scenario 1's route, fresh state each turn, a warm-up, then the load; which side goes
-first alternates, because going first or second alone moved a pair by about 10 %.
+the scenario's route (scenario 1's or 2's; end to end with the receiver of
+``bench/servers.py``), fresh state each turn, a warm-up, then the load; which side
+goes first alternates, because going first or second alone moved a pair by about 10 %.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,21 +36,25 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.daemon import start_daemon  # noqa: E402
-from bench.loadgen import LoadResult, LoadSpec, choose_generator, run_load  # noqa: E402
-from bench.procs import BenchError, Usage, UsageMeter, python, stop_all  # noqa: E402
-from bench.scenarios.ingest import PATH, ingest_routes, signed_event  # noqa: E402
+from bench.loadgen import LoadSpec, choose_generator, run_load  # noqa: E402
+from bench.payloads import event_template  # noqa: E402
+from bench.procs import BenchError, UsageMeter, free_port, python, start, stop_all  # noqa: E402
+from bench.scenarios import e2e, ingest  # noqa: E402
+from bench.settings import for_mode  # noqa: E402
 
 
 @dataclass
 class Turn:
+    """One side's measured load: the scenario's rate and what the server spent on it."""
+
     side: str
     pair: int
-    load: LoadResult
-    usage: Usage
-
-    @property
-    def cpu_us_per_request(self) -> float:
-        return 1e6 * self.usage.cpu / self.load.ok if self.load.ok else 0.0
+    #: Requests answered per second (ingest) or messages delivered per second (e2e).
+    rate: float
+    p99_ms: float
+    cpu_us: float
+    server_percent: float
+    loop_percent: float
 
 
 def export(rev: str, dest: Path) -> None:
@@ -72,49 +78,83 @@ def imported_from(env: dict[str, str], cwd: Path) -> Path:
     return Path(done.stdout.strip()).parent.parent
 
 
-def turn(side: str, pair: int, env: dict[str, str], args: argparse.Namespace) -> Turn:
+def ingest_turn(side: str, pair: int, env: dict[str, str], args: argparse.Namespace) -> Turn:
     workdir: Path = args.workdir
-    daemon = start_daemon(f"{side}-{pair}", ingest_routes(workdir), workdir, env=env)
+    daemon = start_daemon(f"{side}-{pair}", ingest.ingest_routes(workdir), workdir, env=env)
     try:
-        body, headers = signed_event()
-        spec = LoadSpec(daemon.url(PATH), headers, body.decode(), connections=args.connections)
+        body, headers = ingest.signed_event()
+        url = daemon.url(ingest.PATH)
+        spec = LoadSpec(url, headers, body.decode(), connections=args.connections)
         run_load(spec, args.warmup, args.generator, workdir / "load")
         with UsageMeter(daemon.pid) as meter:
             load = run_load(spec, args.seconds, args.generator, workdir / "load")
     finally:
         daemon.stop()
-    return Turn(side, pair, load, meter.result)
+    usage = meter.result
+    cpu_us = 1e6 * usage.cpu / load.ok if load.ok else 0.0
+    return Turn(
+        side, pair, load.ok_per_second, load.p99_ms, cpu_us, usage.cpu_percent, usage.loop_percent
+    )
 
 
-def report(turns: list[Turn], rev: str) -> None:
+def e2e_turn(side: str, pair: int, env: dict[str, str], args: argparse.Namespace) -> Turn:
+    workdir: Path = args.workdir
+    target = f"{args.receiver.base}/in"
+    daemon = start_daemon(f"{side}-{pair}", e2e.e2e_routes(target), workdir, env=env)
+    try:
+        spec = LoadSpec(
+            daemon.url(e2e.PATH),
+            {"Content-Type": "application/json"},
+            template=event_template(),
+            connections=args.connections,
+        )
+        settings = replace(
+            for_mode("quick", duration=args.seconds, workdir=workdir, generator=args.generator),
+            warmup=args.warmup,
+        )
+        flow = e2e.saturate(settings, daemon.pid, spec, args.receiver, f"{side}-{pair}")
+    finally:
+        daemon.stop()
+    loaded = flow.loaded
+    return Turn(
+        side,
+        pair,
+        flow.delivered_per_second,
+        flow.p99_ms,
+        flow.cpu_us_per_message,
+        loaded.cpu_percent,
+        loaded.loop_percent,
+    )
+
+
+def report(turns: list[Turn], rev: str, unit: str) -> None:
     print(
-        f"{'pair':>4}  {'side':<4}  {'req/s':>8}  {'p99 ms':>7}  {'CPU/req us':>10}  "
-        f"{'server %':>8}  {'loop %':>6}  {'wake-ups/req':>12}"
+        f"{'pair':>4}  {'side':<4}  {unit:>12}  {'p99 ms':>7}  {'CPU/unit us':>11}  "
+        f"{'server %':>8}  {'loop %':>6}"
     )
     for t in turns:
-        wakeups = t.usage.wakeups / t.load.ok if t.load.ok else 0.0
         print(
-            f"{t.pair + 1:>4}  {t.side:<4}  {t.load.ok_per_second:>8,.0f}  {t.load.p99_ms:>7.1f}  "
-            f"{t.cpu_us_per_request:>10.1f}  {t.usage.cpu_percent:>8.0f}  "
-            f"{t.usage.loop_percent:>6.0f}  {wakeups:>12.2f}"
+            f"{t.pair + 1:>4}  {t.side:<4}  {t.rate:>12,.0f}  {t.p99_ms:>7.1f}  "
+            f"{t.cpu_us:>11.1f}  {t.server_percent:>8.0f}  {t.loop_percent:>6.0f}"
         )
     by_pair: dict[int, dict[str, Turn]] = {}
     for t in turns:
         by_pair.setdefault(t.pair, {})[t.side] = t
-    rates = [p["new"].load.ok_per_second / p["old"].load.ok_per_second for p in by_pair.values()]
-    cpus = [p["new"].cpu_us_per_request / p["old"].cpu_us_per_request for p in by_pair.values()]
+    rates = [p["new"].rate / p["old"].rate for p in by_pair.values() if p["old"].rate]
+    cpus = [p["new"].cpu_us / p["old"].cpu_us for p in by_pair.values() if p["old"].cpu_us]
     print(
-        f"\nnew / old ({rev}), per pair: req/s {', '.join(f'{r:.3f}' for r in rates)} "
-        f"(mean {statistics.mean(rates):.3f}); CPU per request "
+        f"\nnew / old ({rev}), per pair: {unit} {', '.join(f'{r:.3f}' for r in rates)} "
+        f"(mean {statistics.mean(rates):.3f}); CPU per unit "
         f"{', '.join(f'{c:.3f}' for c in cpus)} (mean {statistics.mean(cpus):.3f})"
     )
     if min(rates) < 1 < max(rates):
-        print("the pairs disagree on the direction of req/s: within this machine's noise")
+        print(f"the pairs disagree on the direction of {unit}: within this machine's noise")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("rev", help="the revision to compare this checkout against")
+    parser.add_argument("--scenario", choices=("ingest", "e2e"), default="ingest")
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8.0, help="measured load per turn")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured load per turn")
@@ -135,12 +175,21 @@ def main(argv: list[str] | None = None) -> int:
             if found.resolve() != expected.resolve():
                 raise BenchError(f"the {side} side imports integrator from {found}, not {expected}")
         print(f"old = {args.rev} (from {old_root}), new = this checkout ({ROOT})")
-        print(f"generator {args.generator}, {args.connections} connections, {args.seconds:g} s")
+        print(
+            f"{args.scenario}: generator {args.generator}, {args.connections} connections, "
+            f"{args.seconds:g} s per turn after {args.warmup:g} s of warm-up"
+        )
+        if args.scenario == "e2e":
+            port = free_port()
+            receiver_argv = [python(), "-m", "bench.servers", "receiver", "--port", str(port)]
+            start("receiver", receiver_argv, args.workdir)
+            args.receiver = e2e.Receiver(port)
+        measure = e2e_turn if args.scenario == "e2e" else ingest_turn
         turns = []
         for pair in range(args.pairs):
             for side in ("old", "new") if pair % 2 == 0 else ("new", "old"):
-                turns.append(turn(side, pair, sides[side], args))
-        report(turns, args.rev)
+                turns.append(measure(side, pair, sides[side], args))
+        report(turns, args.rev, "delivered/s" if args.scenario == "e2e" else "req/s")
         return 0
     except BenchError as err:
         print(f"error: {err}", file=sys.stderr)

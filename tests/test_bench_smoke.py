@@ -123,19 +123,20 @@ def test_the_in_process_harness_runs(server: str) -> None:
     assert float(found.group(1)) > 0
 
 
-def test_the_comparison_of_two_revisions_runs() -> None:
+@pytest.mark.parametrize(("scenario", "unit"), [("ingest", "req/s"), ("e2e", "delivered/s")])
+def test_the_comparison_of_two_revisions_runs(scenario: str, unit: str) -> None:
     """``bench/compare.py`` against HEAD: both sides load and a ratio per pair is printed.
 
     The old side must run the exported tree: the script refuses to compare a tree with
     itself by accident, so an exit status of 0 also says the path check passed.
     """
-    argv = ["-m", "bench.compare", "HEAD", "--pairs", "1", "--seconds", "0.5"]
-    argv += ["--warmup", "0", "--connections", "4"]
+    argv = ["-m", "bench.compare", "HEAD", "--scenario", scenario, "--pairs", "1"]
+    argv += ["--seconds", "0.5", "--warmup", "0", "--connections", "4"]
     done = subprocess.run(
-        [sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=90
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     rows = re.findall(r"^\s+1\s+(old|new)\s+([\d,]+)\s", done.stdout, re.M)
     assert sorted(side for side, _ in rows) == ["new", "old"], done.stdout
     assert all(int(rate.replace(",", "")) > 0 for _, rate in rows), done.stdout
-    assert re.search(r"new / old \(HEAD\), per pair: req/s [\d.]+", done.stdout), done.stdout
+    assert re.search(rf"new / old \(HEAD\), per pair: {unit} [\d.]+", done.stdout), done.stdout

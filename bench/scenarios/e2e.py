@@ -104,14 +104,7 @@ def run(settings: Settings) -> Scenario:
             connections=settings.connections,
         )  # fmt: skip
         base = saturate(settings, relay.pid, relay_spec, recv, "e2e-baseline")
-        routes = {
-            "e2e": {
-                "middleware": [FILTER, MAP, VALIDATE],
-                "sinks": [{"type": "http", "url": target, "concurrency": SINK_CONCURRENCY}],
-                "source": {"type": "webhook", "path": PATH},
-            }
-        }
-        daemon = start_daemon("e2e", routes, workdir)
+        daemon = start_daemon("e2e", e2e_routes(target), workdir)
         try:
             spec = replace(relay_spec, url=daemon.url(PATH))
             ours = saturate(settings, daemon.pid, spec, recv, "e2e", profile=True)
@@ -168,6 +161,17 @@ def run(settings: Settings) -> Scenario:
         "baseline_at_rate": _details(base_paced) if base_paced else None,
     }
     return scenario
+
+
+def e2e_routes(target: str) -> dict[str, Any]:
+    """The daemon's route: webhook in, filter, map, validate, then the http sink."""
+    return {
+        "e2e": {
+            "middleware": [FILTER, MAP, VALIDATE],
+            "sinks": [{"type": "http", "url": target, "concurrency": SINK_CONCURRENCY}],
+            "source": {"type": "webhook", "path": PATH},
+        }
+    }
 
 
 def saturate(
