@@ -385,10 +385,7 @@ class SQLiteStore(Store):
                 return
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                version = _data_version(conn)
-                if version != self._data_version:
-                    self._others_wrote(conn)  # if it fails, the next commit looks again
-                    self._data_version = version
+                self._look_for_other_writers(conn)
                 added = 0
                 if batch.inbox:
                     batch.first_inbox_seq = _INSERT_INBOX_ROWS.run(conn, batch.inbox)
@@ -423,14 +420,19 @@ class SQLiteStore(Store):
         self._pending += len(batch.inbox)
         batch.results = []
         try:
-            version = _data_version(conn)
-            if version != self._data_version:
-                self._others_wrote(conn)
-                self._data_version = version
+            self._look_for_other_writers(conn)
         except Exception as err:  # the rows are committed: the batch must not fail now
             log.warning("store %s: could not look for other writers: %s", self.path, err)
             self._recent_inbox.move_horizon(first + len(batch.inbox) - 1)
             self._data_version = -1  # so the next commit looks again
+
+    def _look_for_other_writers(self, conn: sqlite3.Connection) -> None:
+        """Move the horizon if another connection committed since the last look; a look
+        that fails is not taken as done, so the next commit looks again."""
+        version = _data_version(conn)
+        if version != self._data_version:
+            self._others_wrote(conn)
+            self._data_version = version
 
     def _others_wrote(self, conn: sqlite3.Connection) -> None:
         """Another connection committed (another process: ``integrator dlq replay``,
@@ -1087,10 +1089,10 @@ class _MultiRowInsert:
         return last - len(rows) + 1
 
 
-_INSERT_INBOX = "INSERT INTO inbox (route, msg_id, message, created_at) VALUES (?, ?, ?, ?)"
 _INSERT_INBOX_ROWS = _MultiRowInsert(
     "INSERT INTO inbox (route, msg_id, message, created_at) VALUES ", "(?, ?, ?, ?)"
 )
+_INSERT_INBOX = _INSERT_INBOX_ROWS.sql(1)
 # A NULL blob copies the message from the inbox row (the chain passed it on unchanged).
 _INSERT_DELIVERY_ROWS = _MultiRowInsert(
     "INSERT INTO deliveries (route, sink, msg_id, message, created_at) VALUES ",
@@ -1143,12 +1145,8 @@ def _existing(conn: sqlite3.Connection, table: str, seqs: list[int]) -> set[int]
     fetched is another SQLite step, and another wait for the GIL.
     """
     present: set[int] = set()
-    for start in range(0, len(seqs), 500):
-        chunk = seqs[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        sql = f"SELECT group_concat(seq) FROM {table} WHERE seq IN ({marks})"
-        (found,) = conn.execute(sql, chunk).fetchone()
-        if found:
+    for (found,) in _select_by_seq(conn, table, "group_concat(seq)", seqs):
+        if found:  # NULL when none of the chunk's seqs has a row
             present.update(map(int, found.split(",")))
     return present
 
