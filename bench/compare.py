@@ -36,10 +36,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.daemon import start_daemon  # noqa: E402
-from bench.loadgen import LoadSpec, choose_generator, run_load  # noqa: E402
+from bench.loadgen import LoadSpec, choose_generator  # noqa: E402
 from bench.payloads import event_template  # noqa: E402
-from bench.procs import BenchError, UsageMeter, free_port, python, start, stop_all  # noqa: E402
+from bench.procs import BenchError, free_port, python, start, stop_all  # noqa: E402
 from bench.scenarios import e2e, ingest  # noqa: E402
+from bench.scenarios.common import measure  # noqa: E402
 from bench.settings import for_mode  # noqa: E402
 
 
@@ -85,15 +86,18 @@ def ingest_turn(side: str, pair: int, env: dict[str, str], args: argparse.Namesp
         body, headers = ingest.signed_event()
         url = daemon.url(ingest.PATH)
         spec = LoadSpec(url, headers, body.decode(), connections=args.connections)
-        run_load(spec, args.warmup, args.generator, workdir / "load")
-        with UsageMeter(daemon.pid) as meter:
-            load = run_load(spec, args.seconds, args.generator, workdir / "load")
+        measured = measure(args.settings, daemon.pid, spec, f"{side}-{pair}")
     finally:
         daemon.stop()
-    usage = meter.result
-    cpu_us = 1e6 * usage.cpu / load.ok if load.ok else 0.0
+    load, usage = measured.load, measured.usage
     return Turn(
-        side, pair, load.ok_per_second, load.p99_ms, cpu_us, usage.cpu_percent, usage.loop_percent
+        side,
+        pair,
+        load.ok_per_second,
+        load.p99_ms,
+        measured.cpu_us_per_ok,
+        usage.cpu_percent,
+        usage.loop_percent,
     )
 
 
@@ -108,11 +112,7 @@ def e2e_turn(side: str, pair: int, env: dict[str, str], args: argparse.Namespace
             template=event_template(),
             connections=args.connections,
         )
-        settings = replace(
-            for_mode("quick", duration=args.seconds, workdir=workdir, generator=args.generator),
-            warmup=args.warmup,
-        )
-        flow = e2e.saturate(settings, daemon.pid, spec, args.receiver, f"{side}-{pair}")
+        flow = e2e.saturate(args.settings, daemon.pid, spec, args.receiver, f"{side}-{pair}")
     finally:
         daemon.stop()
     loaded = flow.loaded
@@ -166,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     results = ROOT / "bench" / "results"
     results.mkdir(parents=True, exist_ok=True)
     args.workdir = Path(tempfile.mkdtemp(prefix="compare-", dir=results))
+    args.settings = replace(
+        for_mode("quick", duration=args.seconds, workdir=args.workdir, generator=args.generator),
+        warmup=args.warmup,
+    )
     try:
         old_root = args.workdir / "old"
         export(args.rev, old_root)
@@ -173,7 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         for side, expected in (("old", old_root), ("new", ROOT)):
             found = imported_from(sides[side], args.workdir)
             if found.resolve() != expected.resolve():
-                raise BenchError(f"the {side} side imports integrator from {found}, not {expected}")
+                raise BenchError(
+                    f"the {side} side imports integrator from {found}, not {expected}: "
+                    "unset PYTHONPATH, and run this script from the checkout's .venv"
+                )
         print(f"old = {args.rev} (from {old_root}), new = this checkout ({ROOT})")
         print(
             f"{args.scenario}: generator {args.generator}, {args.connections} connections, "
