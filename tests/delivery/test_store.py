@@ -16,9 +16,20 @@ from integrator.errors import StoreError
 from integrator.message import Message
 
 
+@pytest.fixture(params=["thread", "loop"])
+async def store(tmp_path: Path, request: pytest.FixtureRequest):
+    """The store with commits on its writer thread, and with ``commit_on = "loop"``."""
+    store = SQLiteStore(SQLiteOptions(commit_on=request.param), tmp_path)
+    await store.open()
+    yield store
+    await store.close()
+
+
 @pytest.fixture
-async def store(tmp_path: Path):
-    store = SQLiteStore(SQLiteOptions(), tmp_path)
+async def thread_store(tmp_path: Path):
+    """For tests that hold a commit up while the loop goes on (a commit on the loop
+    would hold the loop up as well)."""
+    store = SQLiteStore(SQLiteOptions(commit_on="thread"), tmp_path)
     await store.open()
     yield store
     await store.close()
@@ -96,14 +107,77 @@ async def test_the_store_file_uses_wal(store: SQLiteStore) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+async def test_commits_run_on_the_thread_that_commit_on_names(store: SQLiteStore) -> None:
+    threads: list[int] = []
+    original = store._commit
+
+    def recording(batch, **kw) -> bool:  # type: ignore[no-untyped-def]
+        threads.append(threading.get_ident())
+        return original(batch, **kw)
+
+    store._commit = recording  # type: ignore[method-assign]
+    await store.enqueue("r", [Message(body=1)])
+    on_loop = threads == [threading.get_ident()]
+    assert on_loop == (store.options.commit_on == "loop")
+
+
+async def test_a_commit_on_the_loop_leaves_a_lock_held_elsewhere_to_the_writer_thread(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(SQLiteOptions(commit_on="loop"), tmp_path)
+    await store.open()
+    other = sqlite3.connect(store.path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process (`integrator dlq`) writes
+        ticks = 0
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(store.enqueue, "r", [Message(body=1, id="waited")])
+            for _ in range(10):  # the loop goes on meanwhile
+                await anyio.sleep(0.01)
+                ticks += 1
+            assert store.pending() == 0
+            other.execute("COMMIT")  # only the loop can release it: it must not be waiting
+        assert ticks == 10
+        assert [i.message.id for i in await store.inbox_after("r", 0, 10)] == ["waited"]
+        assert await store.enqueue("r", [Message(body=2)]) == [True]  # back on the loop
+    finally:
+        other.close()
+        await store.close()
+
+
+async def test_the_checkpoint_thread_copies_the_wal_into_the_database_file(
+    store: SQLiteStore,
+) -> None:
+    # Far below the writer's own automatic checkpoint (the backstop): only the
+    # checkpoint thread moves pages into the database file.
+    assert 2_000 * 1_000 < sqlite_store._Checkpointer.BACKSTOP_PAGES * 4096
+    before = store.path.stat().st_size
+    for start in range(0, 2_000, 200):
+        await store.enqueue(
+            "r", [Message(body="x" * 1_000, id=str(n)) for n in range(start, start + 200)]
+        )
+    with anyio.fail_after(10):
+        while store.path.stat().st_size < before + 2_000 * 1_000:
+            await anyio.sleep(0.05)
+
+
+async def test_closing_the_store_ends_its_threads(tmp_path: Path) -> None:
+    store = SQLiteStore(None, tmp_path)
+    await store.open()
+    await store.enqueue("r", [Message(body=1)])
+    await store.close()
+    alive = {t.name for t in threading.enumerate()}
+    assert not alive & {"integrator-store", "integrator-checkpoint"}
+
+
 async def test_concurrent_writes_are_group_committed(store: SQLiteStore) -> None:
     commits = 0
     original = store._commit
 
-    def counting(batch) -> None:  # type: ignore[no-untyped-def]
+    def counting(batch, **kw) -> bool:  # type: ignore[no-untyped-def]
         nonlocal commits
         commits += 1
-        original(batch)
+        return original(batch, **kw)
 
     store._commit = counting  # type: ignore[method-assign]
     async with anyio.create_task_group() as tg:
@@ -114,8 +188,9 @@ async def test_concurrent_writes_are_group_committed(store: SQLiteStore) -> None
 
 
 async def test_writes_arriving_during_a_commit_share_the_next_one_which_follows_at_once(
-    store: SQLiteStore,
+    thread_store: SQLiteStore,
 ) -> None:
+    store = thread_store
     sizes: list[int] = []
     started, gate = threading.Event(), threading.Event()
     original = store._commit
@@ -326,9 +401,9 @@ async def test_a_stage_write_shares_the_commit_of_intake_that_follows_it(
     commits: list[tuple[int, int]] = []
     original = store._commit
 
-    def recording(batch) -> None:  # type: ignore[no-untyped-def]
+    def recording(batch, **kw) -> bool:  # type: ignore[no-untyped-def]
         commits.append((len(batch.inbox), len(batch.ops)))
-        original(batch)
+        return original(batch, **kw)
 
     store._commit = recording  # type: ignore[method-assign]
     store.LINGER = 30.0
@@ -583,8 +658,9 @@ async def test_a_message_that_cannot_be_encoded_leaves_nothing_of_its_call(
 
 
 async def test_a_writer_cancelled_while_its_batch_commits_still_hands_its_rows_on(
-    store: SQLiteStore,
+    thread_store: SQLiteStore,
 ) -> None:
+    store = thread_store
     assert await store.inbox_after("r", 0, 10) == []  # the reader has caught up
     release = threading.Event()
     original = store._commit
