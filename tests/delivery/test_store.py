@@ -124,7 +124,7 @@ async def test_commits_run_on_the_thread_that_commit_on_names(store: SQLiteStore
 async def test_a_commit_on_the_loop_leaves_a_lock_held_elsewhere_to_the_writer_thread(
     tmp_path: Path,
 ) -> None:
-    store = SQLiteStore(SQLiteOptions(commit_on="loop"), tmp_path)
+    store = SQLiteStore(SQLiteOptions(commit_on="loop", busy_timeout=60), tmp_path)
     await store.open()
     other = sqlite3.connect(store.path, isolation_level=None)
     try:
@@ -132,9 +132,10 @@ async def test_a_commit_on_the_loop_leaves_a_lock_held_elsewhere_to_the_writer_t
         ticks = 0
         async with anyio.create_task_group() as tg:
             tg.start_soon(store.enqueue, "r", [Message(body=1, id="waited")])
-            for _ in range(10):  # the loop goes on meanwhile
-                await anyio.sleep(0.01)
-                ticks += 1
+            with anyio.fail_after(10):  # far below the busy timeout the loop must not wait
+                for _ in range(10):  # the loop goes on meanwhile
+                    await anyio.sleep(0.01)
+                    ticks += 1
             assert store.pending() == 0
             other.execute("COMMIT")  # only the loop can release it: it must not be waiting
         assert ticks == 10
