@@ -5,6 +5,7 @@
     .venv/bin/python -m bench.compare HEAD~1                  # ingest: 3 pairs of 8 s, ~2 min
     .venv/bin/python -m bench.compare 51fdf1a --pairs 5 --seconds 10
     .venv/bin/python -m bench.compare HEAD~1 --scenario e2e   # end to end, delivered/s
+    .venv/bin/python -m bench.compare HEAD --store commit_on=loop  # a store option, new side
 
 For changes to waiting, threads or batching, which the in-process harness cannot
 judge (docs/performance.md, "What the harness cannot show"). ``git archive`` puts the
@@ -28,8 +29,10 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -79,9 +82,30 @@ def imported_from(env: dict[str, str], cwd: Path) -> Path:
     return Path(done.stdout.strip()).parent.parent
 
 
+def store_option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with VALUE in TOML (``commit_on=loop`` reads as a string)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE")
+    try:
+        return key, tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key, value
+
+
+def extra_config(side: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The new side's ``--store`` options (the old side runs its defaults)."""
+    if side == "new" and args.store:
+        return {"store": {"options": dict(args.store)}}
+    return {}
+
+
 def ingest_turn(side: str, pair: int, env: dict[str, str], args: argparse.Namespace) -> Turn:
     workdir: Path = args.workdir
-    daemon = start_daemon(f"{side}-{pair}", ingest.ingest_routes(workdir), workdir, env=env)
+    routes = ingest.ingest_routes(workdir)
+    daemon = start_daemon(
+        f"{side}-{pair}", routes, workdir, env=env, extra=extra_config(side, args)
+    )
     try:
         body, headers = ingest.signed_event()
         url = daemon.url(ingest.PATH)
@@ -104,7 +128,10 @@ def ingest_turn(side: str, pair: int, env: dict[str, str], args: argparse.Namesp
 def e2e_turn(side: str, pair: int, env: dict[str, str], args: argparse.Namespace) -> Turn:
     workdir: Path = args.workdir
     target = f"{args.receiver.base}/in"
-    daemon = start_daemon(f"{side}-{pair}", e2e.e2e_routes(target), workdir, env=env)
+    routes = e2e.e2e_routes(target)
+    daemon = start_daemon(
+        f"{side}-{pair}", routes, workdir, env=env, extra=extra_config(side, args)
+    )
     try:
         spec = LoadSpec(
             daemon.url(e2e.PATH),
@@ -161,6 +188,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--store",
+        type=store_option,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a [store.options] setting for the new side only (repeatable)",
+    )
     args = parser.parse_args(argv)
     args.generator = choose_generator(args.generator)
     results = ROOT / "bench" / "results"
@@ -181,7 +216,11 @@ def main(argv: list[str] | None = None) -> int:
                     f"the {side} side imports integrator from {found}, not {expected}: "
                     "unset PYTHONPATH, and run this script from the checkout's .venv"
                 )
-        print(f"old = {args.rev} (from {old_root}), new = this checkout ({ROOT})")
+        options = ", ".join(f"{k} = {v!r}" for k, v in args.store)
+        print(
+            f"old = {args.rev} (from {old_root}), new = this checkout ({ROOT})"
+            + (f" with [store.options] {options}" if options else "")
+        )
         print(
             f"{args.scenario}: generator {args.generator}, {args.connections} connections, "
             f"{args.seconds:g} s per turn after {args.warmup:g} s of warm-up"

@@ -24,7 +24,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def write_config(tmp_path: Path, port: int) -> Path:
+def write_config(tmp_path: Path, port: int, commit_on: str = "thread") -> Path:
     config = tmp_path / "integrator.toml"
     config.write_text(
         f"""
@@ -34,6 +34,9 @@ shutdown_timeout = "5s"
 
 [admin]
 enabled = false
+
+[store.options]
+commit_on = "{commit_on}"
 
 [webhooks]
 listen = "127.0.0.1:{port}"
@@ -94,12 +97,14 @@ def delivered_ids(path: Path) -> list[str]:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("kill_after", [150, 900, 1800])
+@pytest.mark.parametrize(
+    ("kill_after", "commit_on"), [(150, "thread"), (900, "thread"), (1800, "thread"), (900, "loop")]
+)
 async def test_every_acknowledged_webhook_survives_kill_9(
-    tmp_path: Path, daemon_process, kill_after: int
+    tmp_path: Path, daemon_process, kill_after: int, commit_on: str
 ) -> None:
     port = free_port()
-    config = write_config(tmp_path, port)
+    config = write_config(tmp_path, port, commit_on)
     daemon = daemon_process(config)
     await daemon.wait_ready()
     acked = await pour(port, daemon, kill_after)
