@@ -9,9 +9,8 @@ disk is never idle while writes wait, and the batch grows with the load by itsel
 
 Commits run on the store's writer thread, so the event loop never waits for the disk,
 or (``commit_on = "loop"``) on the event loop itself, which saves the two threads'
-turns at the GIL (docs/performance.md, *Where the event loop waits*). Either way the
-WAL is copied back into the database file by a checkpoint thread of its own, never
-inside a commit.
+turns at the GIL (docs/performance.md, *Where the event loop waits*); the WAL is then
+copied back into the database file by a checkpoint thread, not inside a commit.
 """
 
 from __future__ import annotations
@@ -185,13 +184,20 @@ class _CommitThread:
 
 
 class _Checkpointer:
-    """Copies the WAL back into the database file, on a thread and connection of its own.
+    """Copies the WAL back into the database file, on a thread and connection of its
+    own, for ``commit_on = "loop"``.
 
     Why: SQLite's automatic checkpoint runs inside whichever commit takes the WAL past
     1,000 pages, and copying them and syncing the database file stalled that commit
-    for up to half a second on this project's test VM under load, and every writer
-    waiting on it (with ``commit_on = "loop"``, the whole daemon). A PASSIVE
-    checkpoint blocks neither writers nor readers, so it runs beside the commits.
+    for up to half a second on this project's test VM under load: on the loop, a
+    stall of the whole daemon. A PASSIVE checkpoint blocks neither writers nor
+    readers, so it runs beside the commits. (On the writer thread such a stall only
+    delays the writers of that commit, so ``commit_on = "thread"`` keeps SQLite's
+    own checkpoint and a WAL of about 4 MB.)
+
+    Under a steady stream of commits a PASSIVE checkpoint rarely ends between two of
+    them, so the WAL is seldom reset and grows to the backstop (about 40 MB), where
+    the writer's own checkpoint, with little left to copy, resets it.
     """
 
     #: Seconds between two checkpoints under a steady stream of commits.
@@ -245,7 +251,7 @@ class SQLiteStore(Store):
         #: The one thread that commits (None until open and after close); with
         #: ``commit_on = "loop"`` it takes only the batches that must wait for a lock.
         self._committer: _CommitThread | None = None
-        self._checkpointer: _Checkpointer | None = None
+        self._checkpointer: _Checkpointer | None = None  # commit_on = "loop" only
         self._batch = _Batch()  # the open batch: writes join it until its commit starts
         self._in_flight: _Batch | None = None  # the batch being committed
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop it was opened on
@@ -291,11 +297,11 @@ class SQLiteStore(Store):
                 "INSERT OR REPLACE INTO meta VALUES ('opened_at', ?)", (str(time.time()),)
             )
             self._data_version = _data_version(self._writer)
-            self._writer.execute(f"PRAGMA wal_autocheckpoint={_Checkpointer.BACKSTOP_PAGES}")
-            if self.options.commit_on == "loop":  # never wait on the loop (see _commit_waiting)
-                self._writer.execute("PRAGMA busy_timeout=0")
             self._reader = self._connect()
-            self._checkpointer = _Checkpointer(self._connect())
+            if self.options.commit_on == "loop":
+                self._writer.execute("PRAGMA busy_timeout=0")  # see _commit_waiting
+                self._writer.execute(f"PRAGMA wal_autocheckpoint={_Checkpointer.BACKSTOP_PAGES}")
+                self._checkpointer = _Checkpointer(self._connect())
             self._pending = count_pending(self._reader)
         except (sqlite3.Error, OSError) as err:
             self._close_connections()

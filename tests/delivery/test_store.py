@@ -146,24 +146,29 @@ async def test_a_commit_on_the_loop_leaves_a_lock_held_elsewhere_to_the_writer_t
         await store.close()
 
 
-async def test_the_checkpoint_thread_copies_the_wal_into_the_database_file(
-    store: SQLiteStore,
+async def test_with_commits_on_the_loop_a_checkpoint_thread_copies_the_wal_into_the_file(
+    tmp_path: Path,
 ) -> None:
+    store = SQLiteStore(SQLiteOptions(commit_on="loop"), tmp_path)
+    await store.open()
     # Far below the writer's own automatic checkpoint (the backstop): only the
     # checkpoint thread moves pages into the database file.
-    assert 2_000 * 1_000 < sqlite_store._Checkpointer.BACKSTOP_PAGES * 4096
+    assert sqlite_store._Checkpointer.BACKSTOP_PAGES * 4096 > 2_000 * 1_000
     before = store.path.stat().st_size
-    for start in range(0, 2_000, 200):
-        await store.enqueue(
-            "r", [Message(body="x" * 1_000, id=str(n)) for n in range(start, start + 200)]
-        )
-    with anyio.fail_after(10):
-        while store.path.stat().st_size < before + 2_000 * 1_000:
-            await anyio.sleep(0.05)
+    try:
+        for start in range(0, 2_000, 200):
+            await store.enqueue(
+                "r", [Message(body="x" * 1_000, id=str(n)) for n in range(start, start + 200)]
+            )
+        with anyio.fail_after(10):
+            while store.path.stat().st_size < before + 2_000 * 1_000:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+    finally:
+        await store.close()
 
 
 async def test_closing_the_store_ends_its_threads(tmp_path: Path) -> None:
-    store = SQLiteStore(None, tmp_path)
+    store = SQLiteStore(SQLiteOptions(commit_on="loop"), tmp_path)
     await store.open()
     await store.enqueue("r", [Message(body=1)])
     await store.close()
