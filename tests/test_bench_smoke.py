@@ -83,7 +83,9 @@ def test_load_scenarios_measured_both_sides(smoke: dict[str, Any]) -> None:
 
 def test_nothing_acknowledged_was_lost(smoke: dict[str, Any]) -> None:
     ingest = _scenario(smoke, "ingest")
-    assert ingest["details"]["stored_during_load"] >= ingest["details"]["integrator"]["ok"] > 0
+    details = ingest["details"]
+    assert details["stored_during_load"] >= details["integrator"]["ok"] > 0
+    assert details["stored_during_load_commit_on_loop"] >= details["commit_on_loop"]["ok"] > 0
     e2e = _scenario(smoke, "e2e")["details"]["integrator"]
     assert e2e["delivered"] >= e2e["ok"] > 0
     backlog = _scenario(smoke, "backlog")["details"]
