@@ -12,6 +12,11 @@ open-loop load at half the daemon's saturated delivery rate ("below saturation")
 p50/p99 of send-to-arrival. The baseline is a bare aiohttp relay that decodes the
 JSON and POSTs it to the same receiver before answering: HTTP in, HTTP out,
 nothing durable, no transforms.
+
+A second daemon with ``[store.options] commit_on = "loop"`` and its sink at
+``concurrency`` 64 (the relay's pool) is saturated after the first: commits on the
+loop give intake a larger share of the loop, which a sink at 16 in flight cannot
+match (docs/performance.md, *Commits on the loop*).
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ from bench.settings import Settings
 PATH = "/hooks/e2e"
 #: In-flight deliveries of the daemon's http sink (the default is 8).
 SINK_CONCURRENCY = 16
+#: The second daemon's: as many as the senders, like the relay's pool.
+ON_LOOP_SINK_CONCURRENCY = 64
+COMMIT_ON_LOOP = {"store": {"options": {"commit_on": "loop"}}}
 
 #: Targets from the issue.
 DELIVERED_PER_SECOND = 5000.0
@@ -112,6 +120,14 @@ def run(settings: Settings) -> Scenario:
             ours_paced = paced(settings, daemon.pid, replace(spec, rate=rate), recv)
         finally:
             daemon.stop()
+        routes = e2e_routes(target, ON_LOOP_SINK_CONCURRENCY)
+        daemon = start_daemon("e2e-loop", routes, workdir, extra=COMMIT_ON_LOOP)
+        try:
+            on_loop = saturate(
+                settings, daemon.pid, replace(spec, url=daemon.url(PATH)), recv, "e2e-loop"
+            )
+        finally:
+            daemon.stop()
         base_paced = None
         if settings.mode != "smoke":
             base_paced = paced(settings, relay.pid, replace(relay_spec, rate=rate), recv)
@@ -137,12 +153,18 @@ def run(settings: Settings) -> Scenario:
     scenario.add("CPU per message", ours.cpu_us_per_message, base.cpu_us_per_message, "us")
     rss = scenario.add("RSS peak", ours.usage.rss_peak_mb, base.usage.rss_peak_mb, "MB")
     rss.ratio = None
+    name = f'commit_on = "loop", sink {ON_LOOP_SINK_CONCURRENCY}'
+    base_rate = base.delivered_per_second
+    scenario.add(f"{name}: delivered/s", on_loop.delivered_per_second, base_rate)
+    scenario.add(f"{name}: p99 (saturated)", on_loop.p99_ms, base.p99_ms, "ms")
+    scenario.add(f"{name}: CPU/message", on_loop.cpu_us_per_message, base.cpu_us_per_message, "us")
     scenario.notes.append(
         f"generator {ours.load.generator} at {settings.connections} connections for saturation; "
         f"latency @ rate = open loop at {rate:g} msg/s (half the saturated delivery rate), "
         f"python generator; http sink concurrency {SINK_CONCURRENCY}"
     )
-    for name, flow in (("integrator", ours), ("integrator @ rate", ours_paced)):
+    flows = (("integrator", ours), ("integrator @ rate", ours_paced), (name, on_loop))
+    for name, flow in flows:
         lost = flow.load.ok - flow.delivered
         drained = (
             f"drained {flow.drain_seconds:.1f}s after the load"
@@ -157,18 +179,19 @@ def run(settings: Settings) -> Scenario:
         "rate": rate,
         "integrator": _details(ours),
         "integrator_at_rate": _details(ours_paced),
+        "commit_on_loop": _details(on_loop),
         "baseline": _details(base),
         "baseline_at_rate": _details(base_paced) if base_paced else None,
     }
     return scenario
 
 
-def e2e_routes(target: str) -> dict[str, Any]:
+def e2e_routes(target: str, concurrency: int = SINK_CONCURRENCY) -> dict[str, Any]:
     """The daemon's route: webhook in, filter, map, validate, then the http sink."""
     return {
         "e2e": {
             "middleware": [FILTER, MAP, VALIDATE],
-            "sinks": [{"type": "http", "url": target, "concurrency": SINK_CONCURRENCY}],
+            "sinks": [{"type": "http", "url": target, "concurrency": concurrency}],
             "source": {"type": "webhook", "path": PATH},
         }
     }
