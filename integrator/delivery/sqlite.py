@@ -241,6 +241,10 @@ class SQLiteStore(Store):
 
     #: Seconds a stage's bookkeeping write waits to share the commit of another writer.
     LINGER = 0.005
+    #: ``commit_on = "loop"``: a commit that held the loop longer than this (seconds)
+    #: sends the commits to the writer thread for ``SLOW_DISK_PAUSE`` seconds.
+    SLOW_COMMIT = 0.02
+    SLOW_DISK_PAUSE = 60.0
 
     def __init__(self, options: SQLiteOptions | None, state_dir: Path) -> None:
         self.options = options or SQLiteOptions()
@@ -261,6 +265,8 @@ class SQLiteStore(Store):
         self._recent_inbox = _Committed("inbox")
         self._recent_deliveries = _Committed("deliveries")
         self._data_version = 0
+        #: Until this time (monotonic) commits on the loop go to the writer thread.
+        self._off_loop_until = 0.0
 
     # -- connection management -------------------------------------------------------------
 
@@ -396,7 +402,7 @@ class SQLiteStore(Store):
             finished = self._seal(batch)
             batch.error = StoreError(f"the store at {self.path} is closed")
             finished()
-        elif self.options.commit_on == "loop":
+        elif self.options.commit_on == "loop" and time.monotonic() >= self._off_loop_until:
             # The batch stays open for two more turns of the loop, so the writers
             # already woken by this turn's I/O join it instead of the next one.
             assert self._loop is not None  # set with the committer, at open
@@ -422,10 +428,22 @@ class SQLiteStore(Store):
         """``commit_on = "loop"``: commit right here, unless another process holds the
         write lock: the loop must not wait for it, so the writer thread does."""
         finished = self._seal(batch)
-        if self._commit(batch, wait=False):
-            finished()
-        else:
+        started = time.monotonic()
+        if not self._commit(batch, wait=False):
             self._to_thread(batch, finished)
+            return
+        took = time.monotonic() - started
+        if took > self.SLOW_COMMIT:
+            # A disk this slow stalls every route: stop committing on the loop for a while.
+            self._off_loop_until = started + took + self.SLOW_DISK_PAUSE
+            log.warning(
+                "store %s: a commit held the event loop for %.0f ms (slow disk?): commits "
+                "run on the writer thread for the next %.0f s",
+                self.path,
+                took * 1000,
+                self.SLOW_DISK_PAUSE,
+            )
+        finished()
 
     def _commit_waiting(self, batch: _Batch) -> None:
         """On the writer thread, for ``commit_on = "loop"``: wait up to ``busy_timeout``

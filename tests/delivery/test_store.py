@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import anyio
@@ -144,6 +145,35 @@ async def test_a_commit_on_the_loop_leaves_a_lock_held_elsewhere_to_the_writer_t
     finally:
         other.close()
         await store.close()
+
+
+async def test_a_slow_commit_on_the_loop_sends_the_next_ones_to_the_writer_thread_for_a_while(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = SQLiteStore(SQLiteOptions(commit_on="loop"), tmp_path)
+    store.SLOW_DISK_PAUSE = 0.2
+    await store.open()
+    threads: list[int] = []
+    original = store._commit
+
+    def slow_once(batch, **kw) -> bool:  # type: ignore[no-untyped-def]
+        threads.append(threading.get_ident())
+        if len(threads) == 1:
+            time.sleep(store.SLOW_COMMIT * 2)  # the disk stalls this one
+        return original(batch, **kw)
+
+    store._commit = slow_once  # type: ignore[method-assign]
+    loop_thread = threading.get_ident()
+    try:
+        await store.enqueue("r", [Message(body=1)])  # slow, on the loop
+        await store.enqueue("r", [Message(body=2)])  # then on the writer thread
+        assert "commits run on the writer thread for the next 0 s" in caplog.text
+        await anyio.sleep(0.3)
+        await store.enqueue("r", [Message(body=3)])  # back on the loop
+    finally:
+        await store.close()
+    assert [t == loop_thread for t in threads] == [True, False, True]
+    assert store.pending() == 3
 
 
 async def test_with_commits_on_the_loop_a_checkpoint_thread_copies_the_wal_into_the_file(
