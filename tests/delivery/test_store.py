@@ -483,6 +483,28 @@ async def test_a_caught_up_reader_still_gets_rows_another_process_committed_firs
     assert ids == ["theirs", "b"]
 
 
+async def test_a_caught_up_sink_gets_a_delivery_another_process_added_before_an_intake_commit(
+    store: SQLiteStore,
+) -> None:
+    from integrator.message import encode
+
+    await store.enqueue("r", [Message(id="a")])
+    (a,) = await store.inbox_after("r", 0, 10)
+    await store.route_done([(a, {"s": [a.message]})])
+    (first,) = await store.deliveries_after("r", "s", 0, 10)  # the sink has caught up
+    with sqlite3.connect(store.path) as conn:  # `integrator dlq replay` in another process
+        conn.execute(
+            "INSERT INTO deliveries (route, sink, msg_id, message, created_at)"
+            " VALUES ('r', 's', 'theirs', ?, 0)",
+            (encode(Message(id="theirs")),),
+        )
+    await store.enqueue("r", [Message(id="b")])  # intake alone: the one-statement commit
+    (b,) = await store.inbox_after("r", a.seq, 10)
+    await store.route_done([(b, {"s": [b.message]})])  # ours, newer, handed on in memory
+    ids = [d.message.id for d in await store.deliveries_after("r", "s", first.seq, 10)]
+    assert ids == ["theirs", "b"]
+
+
 async def test_an_intake_commit_that_cannot_look_for_other_writers_still_succeeds(
     store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
