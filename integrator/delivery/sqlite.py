@@ -241,9 +241,12 @@ class SQLiteStore(Store):
 
     #: Seconds a stage's bookkeeping write waits to share the commit of another writer.
     LINGER = 0.005
-    #: ``commit_on = "loop"``: a commit that held the loop longer than this (seconds)
-    #: sends the commits to the writer thread for ``SLOW_DISK_PAUSE`` seconds.
-    SLOW_COMMIT = 0.02
+    #: ``commit_on = "loop"``: when the moving average of the time commits hold the
+    #: loop (each commit weighing ``SLOW_COMMIT_WEIGHT``) passes ``SLOW_COMMIT``
+    #: seconds, the commits go to the writer thread for ``SLOW_DISK_PAUSE`` seconds. One
+    #: commit about ten times as slow does it alone; a rare one twice as slow does not.
+    SLOW_COMMIT = 0.005
+    SLOW_COMMIT_WEIGHT = 0.1
     SLOW_DISK_PAUSE = 60.0
 
     def __init__(self, options: SQLiteOptions | None, state_dir: Path) -> None:
@@ -267,6 +270,10 @@ class SQLiteStore(Store):
         self._data_version = 0
         #: Until this time (monotonic) commits on the loop go to the writer thread.
         self._off_loop_until = 0.0
+        self._loop_commit_time = 0.0  # the moving average
+        #: Whether the writer connection waits for locks (``busy_timeout``): always on
+        #: the writer thread, never on the loop (``commit_on = "loop"`` switches it).
+        self._writer_waits = True
 
     # -- connection management -------------------------------------------------------------
 
@@ -305,7 +312,7 @@ class SQLiteStore(Store):
             self._data_version = _data_version(self._writer)
             self._reader = self._connect()
             if self.options.commit_on == "loop":
-                self._writer.execute("PRAGMA busy_timeout=0")  # see _commit_waiting
+                self._set_waiting(False)
                 self._writer.execute(f"PRAGMA wal_autocheckpoint={_Checkpointer.BACKSTOP_PAGES}")
                 self._checkpointer = _Checkpointer(self._connect())
             self._pending = count_pending(self._reader)
@@ -429,16 +436,23 @@ class SQLiteStore(Store):
         write lock: the loop must not wait for it, so the writer thread does."""
         finished = self._seal(batch)
         started = time.monotonic()
-        if not self._commit(batch, wait=False):
+        try:
+            self._set_waiting(False)
+            committed = self._commit(batch, wait=False)
+        except sqlite3.Error:  # the pragma: the writer thread reports what is wrong
+            committed = False
+        if not committed:
             self._to_thread(batch, finished)
             return
         took = time.monotonic() - started
-        if took > self.SLOW_COMMIT:
+        self._loop_commit_time += self.SLOW_COMMIT_WEIGHT * (took - self._loop_commit_time)
+        if self._loop_commit_time > self.SLOW_COMMIT:
             # A disk this slow stalls every route: stop committing on the loop for a while.
             self._off_loop_until = started + took + self.SLOW_DISK_PAUSE
+            self._loop_commit_time = 0.0
             log.warning(
-                "store %s: a commit held the event loop for %.0f ms (slow disk?): commits "
-                "run on the writer thread for the next %.0f s",
+                "store %s: commits held the event loop for too long (%.0f ms the last; "
+                "a slow disk?): they run on the writer thread for the next %.0f s",
                 self.path,
                 took * 1000,
                 self.SLOW_DISK_PAUSE,
@@ -448,19 +462,21 @@ class SQLiteStore(Store):
     def _commit_waiting(self, batch: _Batch) -> None:
         """On the writer thread, for ``commit_on = "loop"``: wait up to ``busy_timeout``
         for another process's lock (the connection does not wait on the loop)."""
-        conn = self._writer
         try:
-            if conn is not None:
-                conn.execute(f"PRAGMA busy_timeout={int(self.options.busy_timeout * 1000)}")
+            self._set_waiting(True)
         except sqlite3.Error as err:
             batch.error = _store_error(self.path, err, "write to")
             return
         self._commit(batch)
-        try:
-            if conn is not None:
-                conn.execute("PRAGMA busy_timeout=0")
-        except sqlite3.Error as err:  # committed all the same; the next commit fails if it matters
-            log.warning("store %s: could not reset the busy timeout: %s", self.path, err)
+
+    def _set_waiting(self, waits: bool) -> None:
+        """Make the writer connection wait for other processes' locks, or not (only when
+        that changes: a commit on the thread after another keeps it)."""
+        conn = self._writer
+        if conn is not None and waits != self._writer_waits:
+            timeout = int(self.options.busy_timeout * 1000) if waits else 0
+            conn.execute(f"PRAGMA busy_timeout={timeout}")
+            self._writer_waits = waits
 
     def _finished(self, batch: _Batch, follow_ups: list[Callable[[], None]]) -> None:
         """On the loop, as the commit ends: the writers' bookkeeping, in commit order,

@@ -129,51 +129,74 @@ async def test_a_commit_on_the_loop_leaves_a_lock_held_elsewhere_to_the_writer_t
     await store.open()
     other = sqlite3.connect(store.path, isolation_level=None)
     try:
-        other.execute("BEGIN IMMEDIATE")  # another process (`integrator dlq`) writes
-        ticks = 0
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(store.enqueue, "r", [Message(body=1, id="waited")])
-            with anyio.fail_after(10):  # far below the busy timeout the loop must not wait
-                for _ in range(10):  # the loop goes on meanwhile
-                    await anyio.sleep(0.01)
-                    ticks += 1
-            assert store.pending() == 0
-            other.execute("COMMIT")  # only the loop can release it: it must not be waiting
-        assert ticks == 10
-        assert [i.message.id for i in await store.inbox_after("r", 0, 10)] == ["waited"]
-        assert await store.enqueue("r", [Message(body=2)]) == [True]  # back on the loop
+        for n in range(2):  # the second time, after a commit on the thread that waited
+            other.execute("BEGIN IMMEDIATE")  # another process (`integrator dlq`) writes
+            ticks = 0
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(store.enqueue, "r", [Message(body=n, id=f"waited-{n}")])
+                with anyio.fail_after(10):  # far below the busy timeout the loop must not wait
+                    for _ in range(10):  # the loop goes on meanwhile
+                        await anyio.sleep(0.01)
+                        ticks += 1
+                assert store.pending() == n
+                other.execute("COMMIT")  # only the loop can release it: it must not wait
+            assert ticks == 10
+        ids = [i.message.id for i in await store.inbox_after("r", 0, 10)]
+        assert ids == ["waited-0", "waited-1"]
     finally:
         other.close()
         await store.close()
 
 
-async def test_a_slow_commit_on_the_loop_sends_the_next_ones_to_the_writer_thread_for_a_while(
+def _commits_slowed(store: SQLiteStore, seconds: list[float], threads: list[int]) -> None:
+    """Make ``store``'s commits take ``seconds[n]`` longer each, recording their thread."""
+    original = store._commit
+
+    def slowed(batch, **kw) -> bool:  # type: ignore[no-untyped-def]
+        if len(threads) < len(seconds):
+            time.sleep(seconds[len(threads)])  # the disk stalls
+        threads.append(threading.get_ident())
+        return original(batch, **kw)
+
+    store._commit = slowed  # type: ignore[method-assign]
+
+
+async def test_commits_on_the_loop_held_up_by_the_disk_go_to_the_writer_thread_for_a_while(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = SQLiteStore(SQLiteOptions(commit_on="loop"), tmp_path)
     store.SLOW_DISK_PAUSE = 0.2
     await store.open()
     threads: list[int] = []
-    original = store._commit
-
-    def slow_once(batch, **kw) -> bool:  # type: ignore[no-untyped-def]
-        threads.append(threading.get_ident())
-        if len(threads) == 1:
-            time.sleep(store.SLOW_COMMIT * 2)  # the disk stalls this one
-        return original(batch, **kw)
-
-    store._commit = slow_once  # type: ignore[method-assign]
-    loop_thread = threading.get_ident()
+    # One commit ten times too slow tips the moving average over on its own.
+    _commits_slowed(store, [store.SLOW_COMMIT / store.SLOW_COMMIT_WEIGHT * 1.5], threads)
     try:
         await store.enqueue("r", [Message(body=1)])  # slow, on the loop
         await store.enqueue("r", [Message(body=2)])  # then on the writer thread
-        assert "commits run on the writer thread for the next 0 s" in caplog.text
+        assert "they run on the writer thread for the next 0 s" in caplog.text
         await anyio.sleep(0.3)
         await store.enqueue("r", [Message(body=3)])  # back on the loop
     finally:
         await store.close()
+    loop_thread = threading.get_ident()
     assert [t == loop_thread for t in threads] == [True, False, True]
     assert store.pending() == 3
+
+
+async def test_a_rare_commit_twice_too_slow_leaves_the_commits_on_the_loop(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = SQLiteStore(SQLiteOptions(commit_on="loop"), tmp_path)
+    await store.open()
+    threads: list[int] = []
+    _commits_slowed(store, [store.SLOW_COMMIT * 2], threads)
+    try:
+        for n in range(3):
+            await store.enqueue("r", [Message(body=n)])
+    finally:
+        await store.close()
+    assert threads == [threading.get_ident()] * 3
+    assert "writer thread" not in caplog.text
 
 
 async def test_with_commits_on_the_loop_a_checkpoint_thread_copies_the_wal_into_the_file(
