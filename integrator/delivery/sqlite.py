@@ -311,11 +311,11 @@ class SQLiteStore(Store):
             )
             self._data_version = _data_version(self._writer)
             self._reader = self._connect()
-            if self.options.commit_on == "loop":
+            self._pending = count_pending(self._reader)
+            if self.options.commit_on == "loop":  # last: nothing fails after its thread starts
                 self._set_waiting(False)
                 self._writer.execute(f"PRAGMA wal_autocheckpoint={_Checkpointer.BACKSTOP_PAGES}")
                 self._checkpointer = _Checkpointer(self._connect())
-            self._pending = count_pending(self._reader)
         except (sqlite3.Error, OSError) as err:
             self._close_connections()
             raise _store_error(self.path, err, "open") from err
@@ -1265,16 +1265,10 @@ def count_pending(conn: sqlite3.Connection) -> int:
 
 
 def _is_busy(err: sqlite3.Error) -> bool:
-    """Another connection holds the lock (SQLITE_BUSY and its extended codes)."""
-    return getattr(err, "sqlite_errorcode", None) in _BUSY_CODES
-
-
-_BUSY_CODES = {
-    sqlite3.SQLITE_BUSY,
-    sqlite3.SQLITE_BUSY_RECOVERY,
-    sqlite3.SQLITE_BUSY_SNAPSHOT,
-    sqlite3.SQLITE_BUSY_TIMEOUT,
-}
+    """Another connection holds the lock: SQLITE_BUSY, or one of its extended codes
+    (whose low byte is the primary code)."""
+    code = getattr(err, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_BUSY
 
 
 def _data_version(conn: sqlite3.Connection) -> int:
