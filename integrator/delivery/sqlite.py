@@ -196,8 +196,9 @@ class _Checkpointer:
     own checkpoint and a WAL of about 4 MB.)
 
     Under a steady stream of commits a PASSIVE checkpoint rarely ends between two of
-    them, so the WAL is seldom reset and grows to the backstop (about 40 MB), where
-    the writer's own checkpoint, with little left to copy, resets it.
+    them, and the WAL restarts from its beginning only at a write after a checkpoint
+    that copied everything: so the WAL grows to the backstop (about 40 MB), whose
+    checkpoint has little left to copy, and the file keeps that size afterwards.
     """
 
     #: Seconds between two checkpoints under a steady stream of commits.
@@ -300,6 +301,8 @@ class SQLiteStore(Store):
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = self._connect()
+            # A new connection waits for locks; a reopened store starts over on the loop.
+            self._writer_waits, self._loop_commit_time, self._off_loop_until = True, 0.0, 0.0
             self._writer.execute("PRAGMA journal_mode=WAL")
             self._writer.executescript(SCHEMA)
             self._writer.execute(
@@ -439,7 +442,8 @@ class SQLiteStore(Store):
         try:
             self._set_waiting(False)
             committed = self._commit(batch, wait=False)
-        except sqlite3.Error:  # the pragma: the writer thread reports what is wrong
+        except sqlite3.Error as err:  # the pragma: the thread's commit waits, as it should
+            log.warning("store %s: could not stop waiting for locks: %s", self.path, err)
             committed = False
         if not committed:
             self._to_thread(batch, finished)
@@ -545,6 +549,8 @@ class SQLiteStore(Store):
                 outcomes = [op(conn) for op in batch.ops]
                 conn.execute("COMMIT")
             except BaseException:
+                # Not retried even for SQLITE_BUSY: the ops fill their callers' lists as
+                # they run, so running them twice would hand on rows twice.
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
@@ -591,7 +597,10 @@ class SQLiteStore(Store):
 
     def _others_wrote(self, conn: sqlite3.Connection) -> None:
         """Another connection committed (another process: ``integrator dlq replay``,
-        ``purge``…): its rows are not in memory, so readers must query for them."""
+        ``purge``…): its rows are not in memory, so readers must query for them.
+
+        The recount scans both tables: with ``commit_on = "loop"`` and a large backlog
+        that holds the loop too, but only after another process wrote."""
         for memory in (self._recent_inbox, self._recent_deliveries):
             (last,) = conn.execute(f"SELECT coalesce(max(seq), 0) FROM {memory.table}").fetchone()
             memory.move_horizon(last)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import anyio
 import msgspec
@@ -122,29 +124,69 @@ async def test_commits_run_on_the_thread_that_commit_on_names(store: SQLiteStore
     assert on_loop == (store.options.commit_on == "loop")
 
 
+async def _loop_goes_on_while_locked(store: SQLiteStore, write: Any) -> None:
+    """Run ``write`` while another connection holds the write lock: the loop must go
+    on (only the loop can release the lock here), and the write complete after."""
+    other = sqlite3.connect(store.path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process (`integrator dlq`) writes
+        ticks = 0
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(write)
+            with anyio.fail_after(10):  # far below the busy timeout the loop must not wait
+                for _ in range(10):
+                    await anyio.sleep(0.01)
+                    ticks += 1
+            other.execute("COMMIT")
+        assert ticks == 10
+    finally:
+        other.close()
+
+
 async def test_a_commit_on_the_loop_leaves_a_lock_held_elsewhere_to_the_writer_thread(
     tmp_path: Path,
 ) -> None:
-    store = SQLiteStore(SQLiteOptions(commit_on="loop", busy_timeout=60), tmp_path)
+    store = SQLiteStore(SQLiteOptions(commit_on="loop", busy_timeout=15), tmp_path)
     await store.open()
-    other = sqlite3.connect(store.path, isolation_level=None)
     try:
-        for n in range(2):  # the second time, after a commit on the thread that waited
-            other.execute("BEGIN IMMEDIATE")  # another process (`integrator dlq`) writes
-            ticks = 0
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(store.enqueue, "r", [Message(body=n, id=f"waited-{n}")])
-                with anyio.fail_after(10):  # far below the busy timeout the loop must not wait
-                    for _ in range(10):  # the loop goes on meanwhile
-                        await anyio.sleep(0.01)
-                        ticks += 1
-                assert store.pending() == n
-                other.execute("COMMIT")  # only the loop can release it: it must not wait
-            assert ticks == 10
+        # Twice: the second time after a commit on the thread, which waited for the lock.
+        for n in range(2):
+            await _loop_goes_on_while_locked(
+                store, partial(store.enqueue, "r", [Message(body=n, id=f"waited-{n}")])
+            )
         ids = [i.message.id for i in await store.inbox_after("r", 0, 10)]
         assert ids == ["waited-0", "waited-1"]
     finally:
-        other.close()
+        await store.close()
+
+
+async def test_a_transaction_on_the_loop_leaves_a_lock_held_elsewhere_to_the_writer_thread(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(SQLiteOptions(commit_on="loop", busy_timeout=15), tmp_path)
+    await store.open()
+    try:
+        await store.enqueue("r", [Message(body=1)])
+        (item,) = await store.inbox_after("r", 0, 10)
+        # route_done: BEGIN IMMEDIATE, then its ops (not a one-statement intake commit)
+        await _loop_goes_on_while_locked(store, partial(store.route_done, [(item, {})]))
+        assert store.pending() == 0
+    finally:
+        await store.close()
+
+
+async def test_a_reopened_store_commits_on_the_loop_without_waiting_for_locks(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(SQLiteOptions(commit_on="loop", busy_timeout=15), tmp_path)
+    await store.open()
+    await store.enqueue("r", [Message(body=1)])  # last committed on the loop
+    await store.close()
+    await store.open()  # a new connection, which waits for locks until told not to
+    try:
+        await _loop_goes_on_while_locked(store, partial(store.enqueue, "r", [Message(body=2)]))
+        assert store.pending() == 2
+    finally:
         await store.close()
 
 
@@ -183,13 +225,13 @@ async def test_commits_on_the_loop_held_up_by_the_disk_go_to_the_writer_thread_f
     assert store.pending() == 3
 
 
-async def test_a_rare_commit_twice_too_slow_leaves_the_commits_on_the_loop(
+async def test_a_rare_commit_four_times_too_slow_leaves_the_commits_on_the_loop(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = SQLiteStore(SQLiteOptions(commit_on="loop"), tmp_path)
     await store.open()
     threads: list[int] = []
-    _commits_slowed(store, [store.SLOW_COMMIT * 2], threads)
+    _commits_slowed(store, [store.SLOW_COMMIT * 4.4], threads)  # 22 ms
     try:
         for n in range(3):
             await store.enqueue("r", [Message(body=n)])
@@ -206,6 +248,9 @@ async def test_with_commits_on_the_loop_a_checkpoint_thread_copies_the_wal_into_
     await store.open()
     # Far below the writer's own automatic checkpoint (the backstop): only the
     # checkpoint thread moves pages into the database file.
+    assert store._writer is not None
+    (pages,) = store._writer.execute("PRAGMA wal_autocheckpoint").fetchone()
+    assert pages == sqlite_store._Checkpointer.BACKSTOP_PAGES
     assert sqlite_store._Checkpointer.BACKSTOP_PAGES * 4096 > 2_000 * 1_000
     before = store.path.stat().st_size
     try:
@@ -772,8 +817,11 @@ async def _cancelled_enqueue(store: SQLiteStore, scope: anyio.CancelScope) -> No
         await store.enqueue("r", [Message(body=3, id="third")])
 
 
-async def test_closing_commits_a_stage_write_still_lingering(tmp_path: Path) -> None:
-    store = SQLiteStore(None, tmp_path)
+@pytest.mark.parametrize("commit_on", ["thread", "loop"])
+async def test_closing_commits_a_stage_write_still_lingering(
+    tmp_path: Path, commit_on: str
+) -> None:
+    store = SQLiteStore(SQLiteOptions(commit_on=commit_on), tmp_path)  # type: ignore[arg-type]
     await store.open()
     await store.enqueue("r", [Message(body=1)])
     (item,) = await store.inbox_after("r", 0, 10)
