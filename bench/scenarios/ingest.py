@@ -85,6 +85,8 @@ def run(settings: Settings) -> Scenario:
             reference.load.ok_per_second,
             base.load.ok_per_second,
         )
+        # What the same disk does to a handler with nothing else to do.
+        scenario.add("reference: latency p99", reference.load.p99_ms, base.load.p99_ms, "ms")
         scenario.notes.append(
             "reference = a hand-rolled aiohttp handler (bench/servers.py durable): HMAC check, "
             "JSON decode, SQLite WAL group commit, 202; its ratio is what this machine allows "
