@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import msgspec
 import pytest
 
@@ -810,6 +811,25 @@ async def test_a_writer_cancelled_while_its_batch_commits_still_hands_its_rows_o
     # Committed despite the cancellation, and handed to the caught-up reader from memory.
     ids = [i.message.id for i in await store.inbox_after("r", 0, 10)]
     assert ids == ["first", "second", "third"]
+
+
+async def test_a_writer_cancelled_before_its_commit_on_the_loop_still_hands_its_rows_on(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(SQLiteOptions(commit_on="loop"), tmp_path)
+    await store.open()
+    try:
+        assert await store.inbox_after("r", 0, 10) == []  # the reader has caught up
+        async with anyio.create_task_group() as tg:
+            scope = anyio.CancelScope()
+            tg.start_soon(_cancelled_enqueue, store, scope)
+            await anyio.lowlevel.checkpoint()  # queued, its commit two turns of the loop away
+            assert store._in_flight is not None and not store._in_flight.committed
+            scope.cancel()
+        ids = [i.message.id for i in await store.inbox_after("r", 0, 10)]
+        assert ids == ["third"]
+    finally:
+        await store.close()
 
 
 async def _cancelled_enqueue(store: SQLiteStore, scope: anyio.CancelScope) -> None:
