@@ -30,6 +30,15 @@ async def store(tmp_path: Path, request: pytest.FixtureRequest):
 
 
 @pytest.fixture
+async def loop_store(tmp_path: Path):
+    """``commit_on = "loop"``, with a busy timeout a test notices if the loop waits it out."""
+    store = SQLiteStore(SQLiteOptions(commit_on="loop", busy_timeout=15), tmp_path)
+    await store.open()
+    yield store
+    await store.close()
+
+
+@pytest.fixture
 async def thread_store(tmp_path: Path):
     """For tests that hold a commit up while the loop goes on (a commit on the loop
     would hold the loop up as well)."""
@@ -145,50 +154,38 @@ async def _loop_goes_on_while_locked(store: SQLiteStore, write: Any) -> None:
 
 
 async def test_a_commit_on_the_loop_leaves_a_lock_held_elsewhere_to_the_writer_thread(
-    tmp_path: Path,
+    loop_store: SQLiteStore,
 ) -> None:
-    store = SQLiteStore(SQLiteOptions(commit_on="loop", busy_timeout=15), tmp_path)
-    await store.open()
-    try:
-        # Twice: the second time after a commit on the thread, which waited for the lock.
-        for n in range(2):
-            await _loop_goes_on_while_locked(
-                store, partial(store.enqueue, "r", [Message(body=n, id=f"waited-{n}")])
-            )
-        ids = [i.message.id for i in await store.inbox_after("r", 0, 10)]
-        assert ids == ["waited-0", "waited-1"]
-    finally:
-        await store.close()
+    store = loop_store
+    # Twice: the second time after a commit on the thread, which waited for the lock.
+    for n in range(2):
+        await _loop_goes_on_while_locked(
+            store, partial(store.enqueue, "r", [Message(body=n, id=f"waited-{n}")])
+        )
+    ids = [i.message.id for i in await store.inbox_after("r", 0, 10)]
+    assert ids == ["waited-0", "waited-1"]
 
 
 async def test_a_transaction_on_the_loop_leaves_a_lock_held_elsewhere_to_the_writer_thread(
-    tmp_path: Path,
+    loop_store: SQLiteStore,
 ) -> None:
-    store = SQLiteStore(SQLiteOptions(commit_on="loop", busy_timeout=15), tmp_path)
-    await store.open()
-    try:
-        await store.enqueue("r", [Message(body=1)])
-        (item,) = await store.inbox_after("r", 0, 10)
-        # route_done: BEGIN IMMEDIATE, then its ops (not a one-statement intake commit)
-        await _loop_goes_on_while_locked(store, partial(store.route_done, [(item, {})]))
-        assert store.pending() == 0
-    finally:
-        await store.close()
+    store = loop_store
+    await store.enqueue("r", [Message(body=1)])
+    (item,) = await store.inbox_after("r", 0, 10)
+    # route_done: BEGIN IMMEDIATE, then its ops (not a one-statement intake commit)
+    await _loop_goes_on_while_locked(store, partial(store.route_done, [(item, {})]))
+    assert store.pending() == 0
 
 
 async def test_a_reopened_store_commits_on_the_loop_without_waiting_for_locks(
-    tmp_path: Path,
+    loop_store: SQLiteStore,
 ) -> None:
-    store = SQLiteStore(SQLiteOptions(commit_on="loop", busy_timeout=15), tmp_path)
-    await store.open()
+    store = loop_store
     await store.enqueue("r", [Message(body=1)])  # last committed on the loop
     await store.close()
     await store.open()  # a new connection, which waits for locks until told not to
-    try:
-        await _loop_goes_on_while_locked(store, partial(store.enqueue, "r", [Message(body=2)]))
-        assert store.pending() == 2
-    finally:
-        await store.close()
+    await _loop_goes_on_while_locked(store, partial(store.enqueue, "r", [Message(body=2)]))
+    assert store.pending() == 2
 
 
 def _commits_slowed(store: SQLiteStore, seconds: list[float], threads: list[int]) -> None:
@@ -205,48 +202,38 @@ def _commits_slowed(store: SQLiteStore, seconds: list[float], threads: list[int]
 
 
 async def test_commits_on_the_loop_held_up_by_the_disk_go_to_the_writer_thread_for_a_while(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    loop_store: SQLiteStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = SQLiteStore(SQLiteOptions(commit_on="loop"), tmp_path)
+    store = loop_store
     store.SLOW_DISK_PAUSE = 0.2
-    await store.open()
     threads: list[int] = []
     # One commit ten times too slow tips the moving average over on its own.
     _commits_slowed(store, [store.SLOW_COMMIT / store.SLOW_COMMIT_WEIGHT * 1.5], threads)
-    try:
-        await store.enqueue("r", [Message(body=1)])  # slow, on the loop
-        await store.enqueue("r", [Message(body=2)])  # then on the writer thread
-        assert "they run on the writer thread for the next 0 s" in caplog.text
-        await anyio.sleep(0.3)
-        await store.enqueue("r", [Message(body=3)])  # back on the loop
-    finally:
-        await store.close()
+    await store.enqueue("r", [Message(body=1)])  # slow, on the loop
+    await store.enqueue("r", [Message(body=2)])  # then on the writer thread
+    assert "they run on the writer thread for the next 0 s" in caplog.text
+    await anyio.sleep(0.3)
+    await store.enqueue("r", [Message(body=3)])  # back on the loop
     loop_thread = threading.get_ident()
     assert [t == loop_thread for t in threads] == [True, False, True]
     assert store.pending() == 3
 
 
 async def test_a_rare_commit_four_times_too_slow_leaves_the_commits_on_the_loop(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    loop_store: SQLiteStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = SQLiteStore(SQLiteOptions(commit_on="loop"), tmp_path)
-    await store.open()
     threads: list[int] = []
-    _commits_slowed(store, [store.SLOW_COMMIT * 4.4], threads)  # 22 ms
-    try:
-        for n in range(3):
-            await store.enqueue("r", [Message(body=n)])
-    finally:
-        await store.close()
+    _commits_slowed(loop_store, [loop_store.SLOW_COMMIT * 4.4], threads)  # 22 ms
+    for n in range(3):
+        await loop_store.enqueue("r", [Message(body=n)])
     assert threads == [threading.get_ident()] * 3
     assert "writer thread" not in caplog.text
 
 
 async def test_with_commits_on_the_loop_a_checkpoint_thread_copies_the_wal_into_the_file(
-    tmp_path: Path,
+    loop_store: SQLiteStore,
 ) -> None:
-    store = SQLiteStore(SQLiteOptions(commit_on="loop"), tmp_path)
-    await store.open()
+    store = loop_store
     # Far below the writer's own automatic checkpoint (the backstop): only the
     # checkpoint thread moves pages into the database file.
     assert store._writer is not None
@@ -254,16 +241,13 @@ async def test_with_commits_on_the_loop_a_checkpoint_thread_copies_the_wal_into_
     assert pages == sqlite_store._Checkpointer.BACKSTOP_PAGES
     assert sqlite_store._Checkpointer.BACKSTOP_PAGES * 4096 > 2_000 * 1_000
     before = store.path.stat().st_size
-    try:
-        for start in range(0, 2_000, 200):
-            await store.enqueue(
-                "r", [Message(body="x" * 1_000, id=str(n)) for n in range(start, start + 200)]
-            )
-        with anyio.fail_after(10):
-            while store.path.stat().st_size < before + 2_000 * 1_000:  # noqa: ASYNC110
-                await anyio.sleep(0.05)
-    finally:
-        await store.close()
+    for start in range(0, 2_000, 200):
+        await store.enqueue(
+            "r", [Message(body="x" * 1_000, id=str(n)) for n in range(start, start + 200)]
+        )
+    with anyio.fail_after(10):
+        while store.path.stat().st_size < before + 2_000 * 1_000:  # noqa: ASYNC110
+            await anyio.sleep(0.05)
 
 
 async def test_closing_the_store_ends_its_threads(tmp_path: Path) -> None:
@@ -814,22 +798,18 @@ async def test_a_writer_cancelled_while_its_batch_commits_still_hands_its_rows_o
 
 
 async def test_a_writer_cancelled_before_its_commit_on_the_loop_still_hands_its_rows_on(
-    tmp_path: Path,
+    loop_store: SQLiteStore,
 ) -> None:
-    store = SQLiteStore(SQLiteOptions(commit_on="loop"), tmp_path)
-    await store.open()
-    try:
-        assert await store.inbox_after("r", 0, 10) == []  # the reader has caught up
-        async with anyio.create_task_group() as tg:
-            scope = anyio.CancelScope()
-            tg.start_soon(_cancelled_enqueue, store, scope)
-            await anyio.lowlevel.checkpoint()  # queued, its commit two turns of the loop away
-            assert store._in_flight is not None and not store._in_flight.committed
-            scope.cancel()
-        ids = [i.message.id for i in await store.inbox_after("r", 0, 10)]
-        assert ids == ["third"]
-    finally:
-        await store.close()
+    store = loop_store
+    assert await store.inbox_after("r", 0, 10) == []  # the reader has caught up
+    async with anyio.create_task_group() as tg:
+        scope = anyio.CancelScope()
+        tg.start_soon(_cancelled_enqueue, store, scope)
+        await anyio.lowlevel.checkpoint()  # queued, its commit two turns of the loop away
+        assert store._in_flight is not None and not store._in_flight.committed
+        scope.cancel()
+    ids = [i.message.id for i in await store.inbox_after("r", 0, 10)]
+    assert ids == ["third"]
 
 
 async def _cancelled_enqueue(store: SQLiteStore, scope: anyio.CancelScope) -> None:
