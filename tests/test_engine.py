@@ -8,6 +8,7 @@ from typing import Any
 
 import anyio
 import msgspec
+import pytest
 
 from integrator import (
     DeliveryError,
@@ -510,3 +511,40 @@ def test_the_batch_id_depends_only_on_its_members() -> None:
 
     assert batch_id(["a", "b"]) == batch_id(["a", "b"])
     assert batch_id(["a", "b"]) != batch_id(["b", "a"])
+
+
+class _Libc:
+    """A C library's ``malloc_trim``, recorded."""
+
+    def __init__(self) -> None:
+        self.trims: list[int] = []
+
+    def malloc_trim(self, pad: int) -> int:
+        self.trims.append(pad)
+        return 1
+
+
+async def test_once_ready_the_daemon_hands_start_ups_freed_heap_back_to_the_os(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from integrator.engine import daemon as daemon_module
+    from integrator.testing import running_daemon
+
+    libc = _Libc()
+    monkeypatch.setattr(daemon_module.ctypes, "CDLL", lambda name: libc)
+    toml = f"""
+    [routes.r]
+    source = {{ type = "list", bodies = [] }}
+    sinks = [{{ type = "file", path = "{tmp_path / "o.jsonl"}" }}]
+    """
+    async with running_daemon(toml, tmp_path / "state", TestPlugin()):
+        assert libc.trims == [0]
+
+
+def test_without_malloc_trim_the_daemon_keeps_its_heap_and_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from integrator.engine import daemon as daemon_module
+
+    monkeypatch.setattr(daemon_module.ctypes, "CDLL", lambda name: object())  # musl, macOS
+    daemon_module._return_free_memory()

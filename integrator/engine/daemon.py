@@ -7,6 +7,7 @@ logged and ignored, a valid one restarts only the routes whose settings changed.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import inspect
 import logging
@@ -131,6 +132,7 @@ class Daemon:
                 for route in self.config.routes.values():
                     await self._start_route(route)
                 self.ready.set()
+                _return_free_memory()
                 summary = self._summary()
                 self.notifier.ready(status=summary)
                 log.info("ready: %s (state in %s)", summary, self.config.state_dir)
@@ -346,6 +348,17 @@ def run_daemon(config: Config, pm: pluggy.PluginManager, registry: Registry) -> 
         log.info("event loop: uvloop %s", uvloop.__version__)
     _tune_gc()
     anyio.run(daemon.run, backend="asyncio", backend_options=backend_options)
+
+
+def _return_free_memory() -> None:
+    """Hand back to the OS the heap that start-up used and freed (config parsing, plugin
+    discovery): glibc keeps it otherwise, about 0.7 MB of an idle daemon's RSS. A no-op
+    where the C library has no ``malloc_trim`` (musl, macOS)."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
 
 
 def _tune_gc() -> None:
