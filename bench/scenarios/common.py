@@ -11,6 +11,9 @@ from bench.procs import Usage, UsageMeter
 from bench.profiling import Profile
 from bench.settings import Settings
 
+#: The daemon's config for the option rows of scenarios 1 and 2: commits on the loop.
+COMMIT_ON_LOOP: dict[str, Any] = {"store": {"options": {"commit_on": "loop"}}}
+
 
 @dataclass
 class Measured:

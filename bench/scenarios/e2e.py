@@ -32,7 +32,7 @@ from bench.payloads import FILTER, MAP, VALIDATE, event_template
 from bench.procs import Usage, UsageMeter, free_port, python, start
 from bench.profiling import Profile
 from bench.report import Check, Scenario
-from bench.scenarios.common import percentile
+from bench.scenarios.common import COMMIT_ON_LOOP, percentile
 from bench.settings import Settings
 
 PATH = "/hooks/e2e"
@@ -40,7 +40,6 @@ PATH = "/hooks/e2e"
 SINK_CONCURRENCY = 16
 #: The second daemon's: as many as the senders, like the relay's pool.
 ON_LOOP_SINK_CONCURRENCY = 64
-COMMIT_ON_LOOP = {"store": {"options": {"commit_on": "loop"}}}
 
 #: Targets from the issue.
 DELIVERED_PER_SECOND = 5000.0
@@ -153,17 +152,17 @@ def run(settings: Settings) -> Scenario:
     scenario.add("CPU per message", ours.cpu_us_per_message, base.cpu_us_per_message, "us")
     rss = scenario.add("RSS peak", ours.usage.rss_peak_mb, base.usage.rss_peak_mb, "MB")
     rss.ratio = None
-    name = f'commit_on = "loop", sink {ON_LOOP_SINK_CONCURRENCY}'
+    on = f'commit_on = "loop", sink {ON_LOOP_SINK_CONCURRENCY}'
     base_rate = base.delivered_per_second
-    scenario.add(f"{name}: delivered/s", on_loop.delivered_per_second, base_rate)
-    scenario.add(f"{name}: p99 (saturated)", on_loop.p99_ms, base.p99_ms, "ms")
-    scenario.add(f"{name}: CPU/message", on_loop.cpu_us_per_message, base.cpu_us_per_message, "us")
+    scenario.add(f"{on}: delivered/s", on_loop.delivered_per_second, base_rate)
+    scenario.add(f"{on}: p99 (saturated)", on_loop.p99_ms, base.p99_ms, "ms")
+    scenario.add(f"{on}: CPU/message", on_loop.cpu_us_per_message, base.cpu_us_per_message, "us")
     scenario.notes.append(
         f"generator {ours.load.generator} at {settings.connections} connections for saturation; "
         f"latency @ rate = open loop at {rate:g} msg/s (half the saturated delivery rate), "
         f"python generator; http sink concurrency {SINK_CONCURRENCY}"
     )
-    flows = (("integrator", ours), ("integrator @ rate", ours_paced), (name, on_loop))
+    flows = (("integrator", ours), ("integrator @ rate", ours_paced), (on, on_loop))
     for name, flow in flows:
         lost = flow.load.ok - flow.delivered
         drained = (

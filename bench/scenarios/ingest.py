@@ -23,13 +23,11 @@ from bench.loadgen import LoadSpec
 from bench.payloads import SECRET, event_bytes, github_signature
 from bench.procs import Child, free_port, python, start
 from bench.report import Check, Scenario
-from bench.scenarios.common import Measured, measure_in_turns
+from bench.scenarios.common import COMMIT_ON_LOOP, Measured, measure_in_turns
 from bench.settings import Settings
 
 PATH = "/hooks/bench"
 
-#: The second daemon's store option.
-COMMIT_ON_LOOP = {"store": {"options": {"commit_on": "loop"}}}
 
 #: Targets from the issue.
 RATIO = 0.65
