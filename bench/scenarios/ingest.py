@@ -28,7 +28,6 @@ from bench.settings import Settings
 
 PATH = "/hooks/bench"
 
-
 #: Targets from the issue.
 RATIO = 0.65
 P99_MS = 25.0
