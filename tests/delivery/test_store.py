@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
+from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -343,11 +345,15 @@ async def test_route_done_twice_does_not_duplicate_deliveries(store: SQLiteStore
     assert len(await store.deliveries_after("r", "a", 0, 10)) == 1
 
 
-async def _reopened(store: SQLiteStore) -> SQLiteStore:
+@contextlib.asynccontextmanager
+async def _reopened(store: SQLiteStore) -> AsyncIterator[SQLiteStore]:
     """A second store on the same file: it reads rows, not the first one's memory."""
     other = SQLiteStore(None, store.path.parent)
     await other.open()
-    return other
+    try:
+        yield other
+    finally:
+        await other.close()
 
 
 async def test_concurrent_enqueues_learn_the_seqs_of_their_own_rows(store: SQLiteStore) -> None:
@@ -355,11 +361,8 @@ async def test_concurrent_enqueues_learn_the_seqs_of_their_own_rows(store: SQLit
         for n in range(100):
             tg.start_soon(store.enqueue, "r", [Message(body=n, id=f"m{n}")])
     remembered = [(i.seq, i.message.id) for i in await store.inbox_after("r", 0, 200)]
-    other = await _reopened(store)
-    try:
+    async with _reopened(store) as other:
         stored = [(i.seq, i.message.id) for i in await other.inbox_after("r", 0, 200)]
-    finally:
-        await other.close()
     assert len(stored) == 100
     assert remembered == stored
 
@@ -375,13 +378,10 @@ async def test_route_done_keeps_unchanged_and_changed_outputs_in_inbox_order(
         for n, item in enumerate(items)
     ]
     await store.route_done(done)
-    other = await _reopened(store)
-    try:
+    async with _reopened(store) as other:
         stored = [
             (d.message.id, d.message.body) for d in await other.deliveries_after("r", "a", 0, 10)
         ]
-    finally:
-        await other.close()
     assert stored == [("m0", 0), ("m1", 1), ("m2", 20), ("m3", 3)]
 
 
@@ -391,11 +391,8 @@ async def test_every_row_of_an_enqueue_is_stored_with_the_seq_its_reader_is_give
 ) -> None:
     await store.enqueue("r", [Message(body=n, id=f"m{n}") for n in range(count)])
     remembered = [(i.seq, i.message.id) for i in await store.inbox_after("r", 0, 1000)]
-    other = await _reopened(store)
-    try:
+    async with _reopened(store) as other:
         stored = [(i.seq, i.message.id) for i in await other.inbox_after("r", 0, 1000)]
-    finally:
-        await other.close()
     assert [msg_id for _, msg_id in stored] == [f"m{n}" for n in range(count)]
     assert remembered == stored
     assert store.pending() == count
@@ -419,8 +416,7 @@ async def test_a_batch_larger_than_one_insert_statement_keeps_every_row_and_its_
         ]
         for sink in ("a", "b")
     }
-    other = await _reopened(store)
-    try:
+    async with _reopened(store) as other:
         stored = {
             sink: [
                 (d.seq, d.message.id, d.message.body)
@@ -428,8 +424,6 @@ async def test_a_batch_larger_than_one_insert_statement_keeps_every_row_and_its_
             ]
             for sink in ("a", "b")
         }
-    finally:
-        await other.close()
     assert [i.message.id for i in items] == [f"m{n}" for n in range(count)]
     assert [body for _, _, body in stored["a"]] == list(range(count))
     assert [body for _, _, body in stored["b"]] == [-n for n in range(count)]
@@ -442,11 +436,8 @@ async def test_route_done_skips_only_the_items_already_done(store: SQLiteStore) 
     items = await store.inbox_after("r", 0, 10)
     await store.route_done([(items[1], {"a": [items[1].message]})])
     await store.route_done([(item, {"a": [item.message]}) for item in items])
-    other = await _reopened(store)
-    try:
+    async with _reopened(store) as other:
         ids = [d.message.id for d in await other.deliveries_after("r", "a", 0, 10)]
-    finally:
-        await other.close()
     assert sorted(ids) == ["m0", "m1", "m2"]
     assert store.pending() == 3
 
@@ -458,11 +449,8 @@ async def test_done_items_with_gaps_between_them_delete_only_their_own_rows(
     items = await store.inbox_after("r", 0, 10)
     # Deleted as runs of consecutive seqs: m0-m1 and m3-m4; m2 and m5 stay.
     await store.route_done([(items[n], {}) for n in (4, 0, 3, 1)])
-    other = await _reopened(store)
-    try:
+    async with _reopened(store) as other:
         left = [i.message.id for i in await other.inbox_after("r", 0, 10)]
-    finally:
-        await other.close()
     assert left == ["m2", "m5"]
     assert store.pending() == 2
 
@@ -473,11 +461,8 @@ async def test_delivered_rows_with_gaps_between_them_go_alone(store: SQLiteStore
     await store.route_done([(item, {"a": [item.message]}) for item in items])
     deliveries = await store.deliveries_after("r", "a", 0, 10)
     await store.delivered_many([deliveries[n] for n in (0, 2, 4)])
-    other = await _reopened(store)
-    try:
+    async with _reopened(store) as other:
         left = [d.message.id for d in await other.deliveries_after("r", "a", 0, 10)]
-    finally:
-        await other.close()
     assert left == ["m1", "m3"]
     assert store.pending() == 2
 
@@ -760,11 +745,8 @@ async def test_a_message_that_cannot_be_encoded_leaves_nothing_of_its_call(
         await store.enqueue("r", [Message(body=1, id="ok"), Message(body=object(), id="odd")])
     await store.enqueue("r", [Message(body=3, id="next")])
     assert [i.message.id for i in await store.inbox_after("r", 0, 10)] == ["next"]
-    other = await _reopened(store)
-    try:
+    async with _reopened(store) as other:
         assert [i.message.id for i in await other.inbox_after("r", 0, 10)] == ["next"]
-    finally:
-        await other.close()
     assert store.pending() == 1
 
 
