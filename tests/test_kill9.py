@@ -13,6 +13,7 @@ import anyio
 import pytest
 
 from integrator.testing import DaemonProcess
+from integrator.testing.waiting import eventually
 
 TOTAL = 2000
 CONCURRENCY = 32
@@ -84,6 +85,21 @@ async def pour(port: int, daemon: DaemonProcess, kill_after: int) -> set[str]:
     return acked
 
 
+def writer_processes(state_dir: Path) -> list[int]:
+    """Store writer processes (``commit_on = "process"``) of the store in ``state_dir``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue  # not a process, or gone already
+        ours = str(state_dir).encode() in b" ".join(args)
+        if ours and state != "Z" and any(arg.endswith(b"sqlite_writer.py") for arg in args):
+            found.append(int(entry.name))
+    return found
+
+
 def delivered_ids(path: Path) -> list[str]:
     if not path.exists():
         return []
@@ -98,7 +114,8 @@ def delivered_ids(path: Path) -> list[str]:
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize(
-    ("kill_after", "commit_on"), [(150, "thread"), (900, "thread"), (1800, "thread"), (900, "loop")]
+    ("kill_after", "commit_on"),
+    [(150, "thread"), (900, "thread"), (1800, "thread"), (900, "loop"), (900, "process")],
 )
 async def test_every_acknowledged_webhook_survives_kill_9(
     tmp_path: Path, daemon_process, kill_after: int, commit_on: str
@@ -111,6 +128,9 @@ async def test_every_acknowledged_webhook_survives_kill_9(
     await daemon.wait_until(lambda: daemon.returncode is not None, "the kill to take")
     assert daemon.returncode == -signal.SIGKILL
     assert len(acked) >= kill_after
+    # A writer process ends with the daemon (at the end of its socket), after the
+    # commit it held, and before the next daemon starts its own.
+    await eventually(lambda: not writer_processes(tmp_path / "state"), "the writer process to end")
 
     # Ready before judging: the first run may have delivered everything already, and
     # a SIGTERM during start-up would find no handler yet.

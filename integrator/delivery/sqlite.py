@@ -18,11 +18,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +34,16 @@ import anyio
 import anyio.to_thread
 import msgspec
 
+from integrator.delivery import sqlite_writer
+from integrator.delivery.sqlite_writer import (
+    FRAME,
+    InboxRow,
+    Outcome,
+    WriteCall,
+    Writer,
+    count_pending,
+    select_by_seq,
+)
 from integrator.delivery.store import AuditEntry, DeadLetter, Delivery, InboxItem, Store
 from integrator.errors import StoreError, UnstorableOutput
 from integrator.hookspecs import hookimpl
@@ -93,9 +106,6 @@ CREATE TABLE IF NOT EXISTS state (
 );
 """
 
-Op = Callable[[sqlite3.Connection], tuple[Any, int]]
-"""A write: runs inside the batch transaction, returns (result, change in pending count)."""
-
 
 class SQLiteOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: File name inside the state directory (or an absolute path).
@@ -105,9 +115,11 @@ class SQLiteOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: How long a writer waits for another process (e.g. `integrator dlq`) to finish.
     busy_timeout: float = 10.0
     #: Where commits run: "thread" (the store's writer thread: the event loop never
-    #: waits for the disk) or "loop" (the event loop itself: more throughput per core
-    #: where an fsync is quick, but each commit pauses the whole daemon for its fsync).
-    commit_on: Literal["thread", "loop"] = "thread"
+    #: waits for the disk), "loop" (the event loop itself: more throughput per core
+    #: where an fsync is quick, but each commit pauses the whole daemon for its fsync)
+    #: or "process" (a writer process of its own: the loop neither waits for the disk
+    #: nor shares the GIL with the writer, and the commits use a second core).
+    commit_on: Literal["thread", "loop", "process"] = "thread"
 
 
 log = logging.getLogger("integrator.store")
@@ -122,20 +134,22 @@ class _Batch:
         "inbox",
         "inbox_messages",
         "ops",
+        "outcome",
         "results",
         "waiters",
         "wanted",
     )
 
     def __init__(self) -> None:
-        self.ops: list[Op] = []
+        self.ops: list[WriteCall] = []
         self.results: list[Any] = []
         # Inbox rows of plain enqueues, inserted before the ops; their seqs are
         # consecutive from ``first_inbox_seq`` (one writer holding the write lock).
-        self.inbox: list[tuple[str, str, bytes, float]] = []
+        self.inbox: list[InboxRow] = []
         self.inbox_messages: list[Message] = []  # the message of each row
         self.first_inbox_seq = 0
         self.error: BaseException | None = None
+        self.outcome: Outcome | None = None  # the commit's, applied on the loop
         # A writer waits for this batch's commit now (not merely lingering): it starts
         # as soon as no other commit runs.
         self.wanted = False
@@ -237,6 +251,180 @@ class _Checkpointer:
             self._stopping.wait(self.INTERVAL)
 
 
+class _WriterProcess:
+    """``commit_on = "process"``: the writer in a process of its own
+    (``sqlite_writer.serve``), fed one batch at a time over a socket pair; the loop
+    reads its answers as they come.
+
+    Why: on a thread the writer shares the GIL with the loop, and each waits for the
+    other (docs/performance.md, *Where the event loop waits*); in its own process it
+    waits for nobody, and its SQLite work runs on another core.
+
+    A process that dies fails the batch it held (SQLite rolls back what it had not
+    committed) and the next batch starts another. Each one first reports the tables'
+    last seqs and the pending count, which the store applies before any answer of it:
+    a process that died may have committed a batch it never answered.
+    """
+
+    #: Seconds ``open`` waits for the process to connect to the database.
+    START_TIMEOUT = 30.0
+    #: Seconds ``close`` waits for the process to end after its last commit.
+    STOP_TIMEOUT = 30.0
+
+    def __init__(
+        self,
+        store: SQLiteStore,
+        loop: asyncio.AbstractEventLoop,
+        on_ready: Callable[[tuple[int, int, int | None]], None],
+    ) -> None:
+        self._store = store
+        self._loop = loop
+        self._on_ready = on_ready
+        self._sock: socket.socket | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._received = bytearray()
+        #: The batch the process commits, and the call that finishes it.
+        self._waiting: tuple[_Batch, Callable[[], None]] | None = None
+
+    async def start(self) -> None:
+        """Start the process and wait until it has opened the database."""
+        sock = self._spawn()
+        sock.settimeout(self.START_TIMEOUT)
+        try:
+            answer = await anyio.to_thread.run_sync(sqlite_writer.receive, sock)
+        except OSError as err:
+            answer = ("failed", f"no answer from the writer process: {err}")
+        sock.settimeout(None)
+        if answer is None or answer[0] != "ready":
+            self._ended()
+            reason = answer[1] if answer else "it ended at start"
+            raise _store_error(self._store.path, reason, "open")
+        self._on_ready(answer[1])
+        self._loop.add_reader(sock.fileno(), self._readable)
+
+    def _spawn(self) -> socket.socket:
+        ours, theirs = socket.socketpair()
+        options = self._store.options
+        with theirs:
+            self._process = subprocess.Popen(
+                [
+                    sys.executable,
+                    sqlite_writer.__file__,
+                    str(theirs.fileno()),
+                    str(self._store.path),
+                    options.synchronous,
+                    str(options.busy_timeout),
+                ],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+            )
+        self._sock, self._received = ours, bytearray()
+        return ours
+
+    def submit(self, batch: _Batch, finished: Callable[[], None]) -> None:
+        """Send ``batch`` to the process; ``finished()`` runs on the loop once it is
+        committed (or failed)."""
+        sock = self._sock
+        if sock is None:  # the last process died: start another
+            sock = self._spawn()
+            self._loop.add_reader(sock.fileno(), self._readable)
+        self._waiting = (batch, finished)
+        try:
+            # A blocking send: the process reads while it has nothing in hand.
+            sqlite_writer.send(sock, (batch.inbox, batch.ops))
+        except OSError as err:
+            self._died(f"could not hand it a batch: {err}")
+
+    def _readable(self) -> None:
+        sock = self._sock
+        assert sock is not None  # read only while it is set
+        try:
+            data = sock.recv(1 << 20)
+        except OSError as err:
+            self._died(str(err))
+            return
+        if not data:
+            self._died("it ended")
+            return
+        received = self._received
+        received += data
+        head = FRAME.size
+        while len(received) >= head:
+            (size,) = FRAME.unpack_from(received)
+            if len(received) < head + size:
+                break
+            answer = sqlite_writer.pickle.loads(memoryview(received)[head : head + size])
+            del received[: head + size]
+            self._answered(answer)
+
+    def _answered(self, answer: tuple[Any, ...]) -> None:
+        kind, value = answer
+        if kind == "ready":  # a process started after another died
+            self._on_ready(value)
+            return
+        if kind == "failed":  # it could not open the database
+            self._died(f"it could not open the database: {value}")
+            return
+        waiting, self._waiting = self._waiting, None
+        if waiting is None:
+            log.error(
+                "store %s: the writer process answered a batch it was not given", self._store.path
+            )
+            return
+        batch, finished = waiting
+        self._store._record(batch, Outcome(*value))
+        finished()
+
+    def _died(self, reason: str) -> None:
+        code = self._ended()
+        status = f"killed by signal {-code}" if code and code < 0 else f"exit status {code}"
+        message = f"the store's writer process failed ({reason}; {status})"
+        log.error("store %s: %s: the next write starts another", self._store.path, message)
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            batch, finished = waiting
+            batch.error = StoreError(
+                f"cannot write to the store at {self._store.path}: {message}; the batch was"
+                " not committed, or its answer was lost: the writers must send it again"
+            )
+            finished()
+
+    def _ended(self) -> int | None:
+        """Forget the socket and the process; its exit status if it has ended."""
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            try:
+                self._loop.remove_reader(sock.fileno())
+            finally:
+                sock.close()
+        process, self._process = self._process, None
+        if process is None:
+            return None
+        try:
+            return process.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:  # hung: this socket is gone, so is its work
+            process.kill()
+            return process.wait()
+
+    async def stop(self) -> None:
+        """End the process after its last commit: it stops at the end of its socket."""
+        sock, self._sock = self._sock, None
+        process, self._process = self._process, None
+        if sock is not None:
+            self._loop.remove_reader(sock.fileno())
+            sock.close()
+        if process is not None:
+            await anyio.to_thread.run_sync(self._wait_for, process)
+
+    def _wait_for(self, process: subprocess.Popen[bytes]) -> None:
+        try:
+            process.wait(timeout=self.STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            log.error("store %s: the writer process did not stop: killed", self._store.path)
+            process.kill()
+            process.wait()
+
+
 class SQLiteStore(Store):
     Options = SQLiteOptions
 
@@ -254,12 +442,14 @@ class SQLiteStore(Store):
         self.options = options or SQLiteOptions()
         self.path = Path(state_dir) / self.options.path
         self._writer: sqlite3.Connection | None = None
+        self._sql: Writer | None = None  # commits on the writer connection
         self._reader: sqlite3.Connection | None = None
         self._read_lock = threading.Lock()
         #: The one thread that commits (None until open and after close); with
         #: ``commit_on = "loop"`` it takes only the batches that must wait for a lock.
         self._committer: _CommitThread | None = None
         self._checkpointer: _Checkpointer | None = None  # commit_on = "loop" only
+        self._process: _WriterProcess | None = None  # commit_on = "process" only
         self._batch = _Batch()  # the open batch: writes join it until its commit starts
         self._in_flight: _Batch | None = None  # the batch being committed
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop it was opened on
@@ -268,7 +458,6 @@ class SQLiteStore(Store):
         # What this process committed: the workers take it from memory (see _Committed).
         self._recent_inbox = _Committed("inbox")
         self._recent_deliveries = _Committed("deliveries")
-        self._data_version = 0
         #: Until this time (monotonic) commits on the loop go to the writer thread.
         self._off_loop_until = 0.0
         self._loop_commit_time = 0.0  # the moving average
@@ -281,43 +470,48 @@ class SQLiteStore(Store):
     async def open(self) -> None:
         await anyio.to_thread.run_sync(self._open)
         self._loop = asyncio.get_running_loop()
-        if self.options.commit_on == "thread":
+        if self.options.commit_on == "process":
+            process = _WriterProcess(self, self._loop, self._others_wrote)
+            try:
+                await process.start()
+            except BaseException:
+                await anyio.to_thread.run_sync(self._close_connections)
+                raise
+            self._process = process
+        elif self.options.commit_on == "thread":
             self._committer = _CommitThread(lambda batch: self._commit(batch))
         else:
             self._committer = _CommitThread(lambda batch: self._commit_waiting(batch))
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path,
-            isolation_level=None,
-            check_same_thread=False,
-            timeout=self.options.busy_timeout,
-            cached_statements=_CACHED_STATEMENTS,
-        )
-        conn.execute(f"PRAGMA synchronous={self.options.synchronous.upper()}")
-        return conn
+        options = self.options
+        return sqlite_writer.connect(str(self.path), options.synchronous, options.busy_timeout)
 
     def _open(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._writer = self._connect()
+            self._writer = writer = self._connect()
             # A new connection waits for locks; a reopened store starts over on the loop.
             self._writer_waits, self._loop_commit_time, self._off_loop_until = True, 0.0, 0.0
-            self._writer.execute("PRAGMA journal_mode=WAL")
-            self._writer.executescript(SCHEMA)
-            self._writer.execute(
+            writer.execute("PRAGMA journal_mode=WAL")
+            writer.executescript(SCHEMA)
+            writer.execute(
                 "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
             # Prove we can write now rather than at the first message.
-            self._writer.execute(
+            writer.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('opened_at', ?)", (str(time.time()),)
             )
-            self._data_version = _data_version(self._writer)
+            if self.options.commit_on == "process":  # the writer process has its own
+                self._writer = None
+                writer.close()
+            else:
+                self._sql = Writer(writer)
             self._reader = self._connect()
             self._pending = count_pending(self._reader)
             if self.options.commit_on == "loop":  # last: nothing fails after its thread starts
                 self._set_waiting(False)
-                self._writer.execute(f"PRAGMA wal_autocheckpoint={_Checkpointer.BACKSTOP_PAGES}")
+                writer.execute(f"PRAGMA wal_autocheckpoint={_Checkpointer.BACKSTOP_PAGES}")
                 self._checkpointer = _Checkpointer(self._connect())
         except (sqlite3.Error, OSError) as err:
             self._close_connections()
@@ -335,6 +529,9 @@ class SQLiteStore(Store):
         committer, self._committer = self._committer, None
         if committer is not None:
             await anyio.to_thread.run_sync(committer.stop)
+        process, self._process = self._process, None
+        if process is not None:
+            await process.stop()
         checkpointer, self._checkpointer = self._checkpointer, None
         if checkpointer is not None:
             await anyio.to_thread.run_sync(checkpointer.stop)
@@ -348,15 +545,21 @@ class SQLiteStore(Store):
             if reader is not None:
                 reader.close()
         writer, self._writer = self._writer, None
+        self._sql = None
         if writer is not None:
             writer.close()
 
     # -- group commit ----------------------------------------------------------------------
 
     async def _write(
-        self, op: Op, *, linger: bool = False, then: Callable[[Any], None] | None = None
+        self,
+        name: str,
+        *args: Any,
+        linger: bool = False,
+        then: Callable[[Any], None] | None = None,
     ) -> Any:
-        """Queue ``op`` into the open batch and return its result once committed.
+        """Queue the write ``name`` of ``sqlite_writer`` with ``args`` into the open
+        batch and return its result once committed.
 
         ``then(result)`` is the writer's bookkeeping once its op is committed: it runs
         right after the commit, even if the writer was cancelled while it waited.
@@ -369,7 +572,7 @@ class SQLiteStore(Store):
         """
         batch = self._batch
         position = len(batch.ops)
-        batch.ops.append(op)
+        batch.ops.append((name, args))
         if then is not None:
             batch.after.append(lambda: then(batch.results[position]))
         if linger and not batch.wanted:
@@ -408,7 +611,9 @@ class SQLiteStore(Store):
     def _start(self, batch: _Batch) -> None:
         """Begin committing the open batch (no other commit runs)."""
         self._in_flight = batch
-        if self._committer is None:
+        if self._process is not None:
+            self._process.submit(batch, self._seal(batch))
+        elif self._committer is None:
             finished = self._seal(batch)
             batch.error = StoreError(f"the store at {self.path} is closed")
             finished()
@@ -490,6 +695,8 @@ class SQLiteStore(Store):
             if batch.error is None:
                 if self._checkpointer is not None:
                     self._checkpointer.wanted()
+                if batch.outcome is not None:
+                    self._apply(batch, batch.outcome)
                 if batch.inbox:
                     follow_ups.insert(0, partial(self._remember_inbox, batch))
                 for follow_up in follow_ups:
@@ -523,88 +730,50 @@ class SQLiteStore(Store):
         )
 
     def _commit(self, batch: _Batch, *, wait: bool = True) -> bool:
-        """Commit ``batch`` (a failure becomes its error). Without ``wait``, returns
-        False, having written nothing, if another process holds the write lock."""
-        conn = self._writer
-        begun = False
+        """Commit ``batch`` on the writer connection (a failure becomes its error).
+        Without ``wait``, returns False, having written nothing, if another process
+        holds the write lock."""
         try:
-            if conn is None:
+            if self._sql is None:
                 raise StoreError(f"the store at {self.path} is closed")
-            if (
-                batch.inbox
-                and not batch.ops
-                and len(batch.inbox) <= _MultiRowInsert.MAX_ROWS
-                and not conn.in_transaction  # never: a statement would not commit alone
-            ):
-                self._commit_intake(conn, batch)
-                return True
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                begun = True
-                self._look_for_other_writers(conn)
-                added = 0
-                if batch.inbox:
-                    batch.first_inbox_seq = _INSERT_INBOX_ROWS.run(conn, batch.inbox)
-                    added = len(batch.inbox)
-                outcomes = [op(conn) for op in batch.ops]
-                conn.execute("COMMIT")
-            except BaseException:
-                # Not retried even for SQLITE_BUSY: the ops fill their callers' lists as
-                # they run, so running them twice would hand on rows twice.
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            batch.results = [result for result, _ in outcomes]
-            self._pending += added + sum(delta for _, delta in outcomes)
-        except sqlite3.Error as err:
-            if not wait and not begun and _is_busy(err):
-                return False  # the write lock was not taken: nothing was written
-            batch.error = _store_error(self.path, err, "write to")
-        except BaseException as err:
+            outcome = self._sql.commit(batch.inbox, batch.ops, wait=wait)
+        except BaseException as err:  # a bug in a write: the batch fails with it
             batch.error = err
+            return True
+        if outcome.busy:
+            return False
+        self._record(batch, outcome)
         return True
 
-    def _commit_intake(self, conn: sqlite3.Connection, batch: _Batch) -> None:
-        """A batch of new inbox rows and nothing else: one INSERT in autocommit mode.
+    def _record(self, batch: _Batch, outcome: Outcome) -> None:
+        """Keep a commit's outcome for the loop to apply (or its failure)."""
+        if outcome.error is not None:
+            batch.error = _store_error(self.path, outcome.error, "write to")
+        else:
+            batch.outcome = outcome
 
-        Why: every SQLite call of the writer thread hands the GIL to the event loop
-        and then waits for it while the loop is busy, so a transaction's BEGIN, checks
-        and COMMIT each lengthened the commit; a one-statement transaction has one
-        such wait (docs/performance.md, *Where the event loop waits*).
+    def _apply(self, batch: _Batch, outcome: Outcome) -> None:
+        """On the loop, before the writers' bookkeeping: what the commit did to the
+        pending count, and what another process's commits did to the horizons (which
+        must move before the batch's own rows are remembered, so no reader passes
+        over theirs)."""
+        if outcome.warning is not None:
+            log.warning("store %s: %s", self.path, outcome.warning)
+        if outcome.others is not None:
+            self._others_wrote(outcome.others)
+        if outcome.others is None or outcome.others[2] is None:
+            self._pending += outcome.pending_change
+        batch.first_inbox_seq = outcome.first_inbox_seq
+        batch.results = outcome.results
 
-        Other writers are looked for after the commit: a row another process added
-        before ours then lies below the horizon, which moves before our rows are
-        remembered, so no reader passes over it.
-        """
-        first = _INSERT_INBOX_ROWS.run(conn, batch.inbox)
-        batch.first_inbox_seq = first
-        self._pending += len(batch.inbox)
-        batch.results = []
-        try:
-            self._look_for_other_writers(conn)
-        except Exception as err:  # the rows are committed: the batch must not fail now
-            log.warning("store %s: could not look for other writers: %s", self.path, err)
-            self._recent_inbox.move_horizon(first + len(batch.inbox) - 1)
-            self._data_version = -1  # so the next commit looks again
-
-    def _look_for_other_writers(self, conn: sqlite3.Connection) -> None:
-        """Move the horizon if another connection committed since the last look; a look
-        that fails is not taken as done, so the next commit looks again."""
-        version = _data_version(conn)
-        if version != self._data_version:
-            self._others_wrote(conn)
-            self._data_version = version
-
-    def _others_wrote(self, conn: sqlite3.Connection) -> None:
+    def _others_wrote(self, others: tuple[int, int, int | None]) -> None:
         """Another connection committed (another process: ``integrator dlq replay``,
-        ``purge``…): its rows are not in memory, so readers must query for them.
-
-        The recount scans both tables: with ``commit_on = "loop"`` and a large backlog
-        that holds the loop too, but only after another process wrote."""
-        for memory in (self._recent_inbox, self._recent_deliveries):
-            (last,) = conn.execute(f"SELECT coalesce(max(seq), 0) FROM {memory.table}").fetchone()
-            memory.move_horizon(last)
-        self._pending = count_pending(conn)
+        ``purge``…): its rows are not in memory, so readers must query for them."""
+        last_inbox, last_delivery, pending = others
+        self._recent_inbox.move_horizon(last_inbox)
+        self._recent_deliveries.move_horizon(last_delivery)
+        if pending is not None:
+            self._pending = pending
 
     async def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         def run() -> Any:
@@ -648,37 +817,28 @@ class SQLiteStore(Store):
         self,
         route: str,
         messages: Sequence[Message],
-        rows: list[tuple[str, str, bytes, float]],
+        rows: list[InboxRow],
         dedupe_window: float,
         now: float,
     ) -> list[bool]:
         """Enqueue each message (its row in ``rows``) unless its id was seen within
         ``dedupe_window``."""
-        seqs: list[tuple[Key, int, Message, int]] = []
+        sweep = now - self._seen_sweep > 60
+        if sweep:
+            self._seen_sweep = now
 
-        def op(conn: sqlite3.Connection) -> tuple[list[bool], int]:
-            accepted: list[bool] = []
-            for message, row in zip(messages, rows, strict=True):
-                msg_id = row[1]
-                seen = conn.execute(
-                    "SELECT at FROM seen WHERE route = ? AND msg_id = ?", (route, msg_id)
-                ).fetchone()
-                if seen is not None and seen[0] >= now - dedupe_window:
-                    accepted.append(False)
-                    continue
-                conn.execute("INSERT OR REPLACE INTO seen VALUES (?, ?, ?)", (route, msg_id, now))
-                inserted = conn.execute(_INSERT_INBOX, row)
-                seqs.append(((route,), inserted.lastrowid or 0, message, len(row[2])))
-                accepted.append(True)
-            if now - self._seen_sweep > 60:
-                self._seen_sweep = now
-                conn.execute(
-                    "DELETE FROM seen WHERE route = ? AND at < ?", (route, now - dedupe_window)
-                )
-            return accepted, sum(accepted)
+        def remember(result: tuple[list[bool], list[int]]) -> None:
+            accepted, seqs = result
+            kept = [(m, row) for m, row, ok in zip(messages, rows, accepted, strict=True) if ok]
+            self._recent_inbox.add(
+                [((route,), seq, m, len(row[2])) for seq, (m, row) in zip(seqs, kept, strict=True)]
+            )
 
-        result: list[bool] = await self._write(op, then=lambda _: self._recent_inbox.add(seqs))
-        return result
+        result = await self._write(
+            "enqueue_once", route, rows, dedupe_window, now, sweep, then=remember
+        )
+        accepted: list[bool] = result[0]
+        return accepted
 
     def pending(self) -> int:
         return self._pending
@@ -732,50 +892,29 @@ class SQLiteStore(Store):
         if not rows:  # every item dropped or filtered: only the inbox rows go
             forget = self._recent_inbox.forget
             await self._write(
-                partial(_delete_rows, "inbox", seqs), linger=True, then=lambda _: forget(seqs)
+                "delete_rows", "inbox", seqs, linger=True, then=lambda _: forget(seqs)
             )
             return
-        first_seq = 0
-        keys: list[Key] = [(row[0], row[1]) for row in rows]
 
-        def op(conn: sqlite3.Connection) -> tuple[None, int]:
-            nonlocal first_seq
-            present = _existing(conn, "inbox", seqs)
-            if len(present) == len(seqs):
-                todo = rows
-            else:  # some already done (a replay raced us): never duplicate their outputs
-                todo = [row for row in rows if row[4] in present]
-                written[:] = [w for w, row in zip(written, rows, strict=True) if row[4] in present]
-                keys[:] = [(row[0], row[1]) for row in todo]
-            if todo:
-                first_seq = _INSERT_DELIVERY_ROWS.run(conn, todo)
-            _delete_rows("inbox", list(present), conn)
-            return None, len(todo) - len(present)
-
-        def hand_on(_: None) -> None:
+        def hand_on(result: tuple[int, set[int] | None]) -> None:
+            first_seq, present = result
             self._recent_inbox.forget(seqs)
+            kept = zip(rows, written, strict=True)
+            if present is not None:  # some already done (a replay raced us)
+                kept = (pair for pair in kept if pair[0][4] in present)  # type: ignore[assignment]
             self._recent_deliveries.add(
                 [
-                    (key, first_seq + i, m, size)
-                    for i, (key, (m, size)) in enumerate(zip(keys, written, strict=True))
+                    ((row[0], row[1]), first_seq + i, m, size)
+                    for i, (row, (m, size)) in enumerate(kept)
                 ]
             )
 
-        await self._write(op, linger=True, then=hand_on)
+        await self._write("route_done", seqs, rows, linger=True, then=hand_on)
 
     async def inbox_reschedule(self, item: InboxItem, next_at: float, error: str) -> None:
         first_at = item.first_attempt_at or time.time()
         first_error = item.first_error or error
-
-        def op(conn: sqlite3.Connection) -> tuple[None, int]:
-            conn.execute(
-                "UPDATE inbox SET attempts = attempts + 1, next_at = ?, first_error = ?,"
-                " first_attempt_at = ? WHERE seq = ?",
-                (next_at, first_error, first_at, item.seq),
-            )
-            return None, 0
-
-        await self._write(op)
+        await self._write("inbox_reschedule", item.seq, next_at, first_error, first_at)
         item.attempts += 1
         item.next_at, item.first_error, item.first_attempt_at = next_at, first_error, first_at
 
@@ -807,32 +946,20 @@ class SQLiteStore(Store):
         return result
 
     async def delivered(self, delivery: Delivery) -> None:
-        def op(conn: sqlite3.Connection) -> tuple[None, int]:
-            deleted = conn.execute("DELETE FROM deliveries WHERE seq = ?", (delivery.seq,)).rowcount
-            return None, -deleted
-
-        await self._write(op, then=lambda _: self._recent_deliveries.forget((delivery.seq,)))
+        forget = self._recent_deliveries.forget
+        await self._write("delivered", delivery.seq, then=lambda _: forget((delivery.seq,)))
 
     async def delivered_many(self, deliveries: Sequence[Delivery]) -> None:
         seqs = [d.seq for d in deliveries]
         forget = self._recent_deliveries.forget
         await self._write(
-            partial(_delete_rows, "deliveries", seqs), linger=True, then=lambda _: forget(seqs)
+            "delete_rows", "deliveries", seqs, linger=True, then=lambda _: forget(seqs)
         )
 
     async def reschedule(self, delivery: Delivery, next_at: float, error: str) -> None:
         first_at = delivery.first_attempt_at or time.time()
         first_error = delivery.first_error or error
-
-        def op(conn: sqlite3.Connection) -> tuple[None, int]:
-            conn.execute(
-                "UPDATE deliveries SET attempts = attempts + 1, next_at = ?, first_error = ?,"
-                " last_error = ?, first_attempt_at = ? WHERE seq = ?",
-                (next_at, first_error, error, first_at, delivery.seq),
-            )
-            return None, 0
-
-        await self._write(op)
+        await self._write("reschedule", delivery.seq, next_at, first_error, error, first_at)
         delivery.attempts += 1
         delivery.next_at, delivery.first_error, delivery.last_error = next_at, first_error, error
         delivery.first_attempt_at = first_at
@@ -841,21 +968,17 @@ class SQLiteStore(Store):
         self._recent_deliveries.forget((delivery.seq,))
         now = time.time()
         first_error = f"{delivery.sink}: {error}"
-
-        def op(conn: sqlite3.Connection) -> tuple[None, int]:
-            # A new row (the stored message copied), so the fallback's worker sees it
-            # after its read cursor.
-            inserted = conn.execute(
-                "INSERT INTO deliveries (route, sink, msg_id, message, first_error, created_at)"
-                " SELECT ?, ?, ?, message, ?, ? FROM deliveries WHERE seq = ?",
-                (delivery.route, sink, delivery.message.id, first_error, now, delivery.seq),
-            )
-            if inserted.rowcount:
-                conn.execute("DELETE FROM deliveries WHERE seq = ?", (delivery.seq,))
-                self._recent_deliveries.move_horizon(inserted.lastrowid or 0)
-            return None, 0
-
-        await self._write(op)
+        await self._write(
+            "reroute",
+            delivery.seq,
+            delivery.route,
+            sink,
+            delivery.message.id,
+            first_error,
+            now,
+            # Not in memory: the fallback's worker must read it from the table.
+            then=self._recent_deliveries.move_horizon,
+        )
 
     # -- dead letters ----------------------------------------------------------------------
 
@@ -866,34 +989,11 @@ class SQLiteStore(Store):
         attempts = item.attempts + 1
         first_error = item.first_error or error
         first_at = item.first_attempt_at or now
-
-        def op(conn: sqlite3.Connection) -> tuple[tuple[int, bytes] | None, int]:
-            # The stored message is copied as it is (never encoded again): what was
-            # committed can always be dead-lettered, whatever a middleware did to it since.
-            row = conn.execute(f"SELECT message FROM {table} WHERE seq = ?", (item.seq,)).fetchone()
-            if row is None:  # already gone (done by a racing replay)
-                return None, 0
-            (blob,) = row
-            cursor = conn.execute(
-                "INSERT INTO dlq (route, sink, msg_id, message, attempts, first_error,"
-                " last_error, first_attempt_at, failed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    item.route,
-                    sink,
-                    item.message.id,
-                    blob,
-                    attempts,
-                    first_error,
-                    error,
-                    first_at,
-                    now,
-                ),
-            )
-            conn.execute(f"DELETE FROM {table} WHERE seq = ?", (item.seq,))
-            return (cursor.lastrowid or 0, blob), -1
-
+        dead = (item.route, sink, item.message.id, attempts, first_error, error, first_at, now)
         recent = self._recent_deliveries if isinstance(item, Delivery) else self._recent_inbox
-        entry = await self._write(op, then=lambda _: recent.forget((item.seq,)))
+        entry = await self._write(
+            "dead_letter", table, item.seq, dead, then=lambda _: recent.forget((item.seq,))
+        )
         return DeadLetter(
             id=entry[0] if entry else 0,
             route=item.route,
@@ -959,67 +1059,27 @@ class SQLiteStore(Store):
         return result
 
     async def dlq_replay(self, entry_ids: Sequence[int]) -> int:
-        ids = list(entry_ids)
-        now = time.time()
+        def moved_in(result: tuple[int, int, int]) -> None:
+            # Not in memory: the workers must read them from the tables.
+            _, last_inbox, last_delivery = result
+            self._recent_inbox.move_horizon(last_inbox)
+            self._recent_deliveries.move_horizon(last_delivery)
 
-        def op(conn: sqlite3.Connection) -> tuple[int, int]:
-            moved = 0
-            for entry_id in ids:
-                row = conn.execute(
-                    "SELECT route, sink, msg_id, message FROM dlq WHERE id = ?", (entry_id,)
-                ).fetchone()
-                if row is None:
-                    continue
-                route, sink, msg_id, blob = row
-                if sink:
-                    inserted = conn.execute(
-                        "INSERT INTO deliveries (route, sink, msg_id, message, created_at)"
-                        " VALUES (?, ?, ?, ?, ?)",
-                        (route, sink, msg_id, blob, now),
-                    )
-                    self._recent_deliveries.move_horizon(inserted.lastrowid or 0)
-                else:
-                    inserted = conn.execute(_INSERT_INBOX, (route, msg_id, blob, now))
-                    self._recent_inbox.move_horizon(inserted.lastrowid or 0)
-                conn.execute("DELETE FROM dlq WHERE id = ?", (entry_id,))
-                moved += 1
-            return moved, moved
-
-        result: int = await self._write(op)
-        return result
+        result = await self._write("dlq_replay", list(entry_ids), time.time(), then=moved_in)
+        moved: int = result[0]
+        return moved
 
     async def dlq_purge(
         self, entry_ids: Sequence[int] | None = None, route: str | None = None
     ) -> int:
         ids = list(entry_ids) if entry_ids is not None else None
-
-        def op(conn: sqlite3.Connection) -> tuple[int, int]:
-            if ids is not None:
-                count = 0
-                for entry_id in ids:
-                    count += conn.execute("DELETE FROM dlq WHERE id = ?", (entry_id,)).rowcount
-                return count, 0
-            if route is not None:
-                return conn.execute("DELETE FROM dlq WHERE route = ?", (route,)).rowcount, 0
-            return conn.execute("DELETE FROM dlq").rowcount, 0
-
-        result: int = await self._write(op)
+        result: int = await self._write("dlq_purge", ids, route)
         return result
 
     # -- audit trail -----------------------------------------------------------------------
 
     async def audit(self, action: str, actor: str, details: dict[str, Any]) -> None:
-        blob = msgspec.json.encode(details)
-        now = time.time()
-
-        def op(conn: sqlite3.Connection) -> tuple[None, int]:
-            conn.execute(
-                "INSERT INTO audit (at, actor, action, details) VALUES (?, ?, ?, ?)",
-                (now, actor, action, blob),
-            )
-            return None, 0
-
-        await self._write(op)
+        await self._write("audit", time.time(), actor, action, msgspec.json.encode(details))
 
     async def audit_list(
         self, *, since: float | None = None, action: str | None = None, limit: int = 100
@@ -1055,39 +1115,15 @@ class SQLiteStore(Store):
         return await self._read(read)
 
     async def set_state(self, key: str, value: Any) -> None:
-        blob = msgspec.json.encode(value)
-        now = time.time()
-
-        def op(conn: sqlite3.Connection) -> tuple[None, int]:
-            conn.execute("INSERT OR REPLACE INTO state VALUES (?, ?, ?)", (key, blob, now))
-            return None, 0
-
-        await self._write(op)
+        await self._write("set_state", key, msgspec.json.encode(value), time.time())
 
     async def remember(self, scope: str, key: str, window: float, *, owner: str = "") -> bool:
-        # A row of ``seen`` holds ``LEN:KEY:OWNER`` (the length makes the prefix
-        # unambiguous), so one range scan of the primary key finds a key's rows.
         now = time.time()
-        prefix = f"{len(key)}:{key}:"
-        end = prefix[:-1] + ";"  # the first string after every one that starts with prefix
         sweeps: dict[str, float] = self.__dict__.setdefault("_remember_sweeps", {})
-
-        def op(conn: sqlite3.Connection) -> tuple[bool, int]:
-            span = (scope, prefix, end)
-            where = "WHERE route = ? AND msg_id >= ? AND msg_id < ?"
-            rows = conn.execute(f"SELECT msg_id, at FROM seen {where}", span).fetchall()
-            owners = [row[len(prefix) :] for row, at in rows if at >= now - window]
-            if owners:
-                return bool(owner) and owner in owners, 0
-            if rows:
-                conn.execute(f"DELETE FROM seen {where}", span)
-            conn.execute("INSERT INTO seen VALUES (?, ?, ?)", (scope, prefix + owner, now))
-            if now - sweeps.get(scope, 0.0) > 60:
-                sweeps[scope] = now
-                conn.execute("DELETE FROM seen WHERE route = ? AND at < ?", (scope, now - window))
-            return True, 0
-
-        result: bool = await self._write(op)
+        sweep = now - sweeps.get(scope, 0.0) > 60
+        if sweep:
+            sweeps[scope] = now
+        result: bool = await self._write("remember", scope, key, owner, window, now, sweep)
         return result
 
     async def depths(self) -> dict[tuple[str, str], int]:
@@ -1215,122 +1251,9 @@ class _Committed:
                 missing.append(seq)
             else:
                 found[seq] = entry[0]
-        for seq, blob in _select_by_seq(conn, self.table, "seq, message", missing):
+        for seq, blob in select_by_seq(conn, self.table, "seq, message", missing):
             found[seq] = decode(blob)
         return found
-
-
-class _MultiRowInsert:
-    """An INSERT of many rows as one ``VALUES`` list per statement (up to ``MAX_ROWS``).
-
-    Each SQLite step hands the GIL back to the event loop's thread and must wait to
-    take it again, so the writer thread's commit lasts as long as its slowest waits;
-    ``executemany`` steps once per row. One statement per batch shortened commits
-    and raised ingest by 5-10 % in alternating pairs (docs/performance.md).
-    """
-
-    MAX_ROWS = 64
-
-    def __init__(self, head: str, row: str) -> None:
-        self.head = head
-        self.row = row
-        self._sql: dict[int, str] = {}
-
-    def sql(self, count: int) -> str:
-        sql = self._sql.get(count)
-        if sql is None:
-            sql = self._sql[count] = self.head + ", ".join([self.row] * count)
-        return sql
-
-    def run(self, conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> int:
-        """Insert ``rows``; the seq of the first (the rest follow it: AUTOINCREMENT
-        numbers rows consecutively while the transaction holds the write lock)."""
-        last = 0
-        for start in range(0, len(rows), self.MAX_ROWS):
-            chunk = rows[start : start + self.MAX_ROWS]
-            cursor = conn.execute(self.sql(len(chunk)), [value for row in chunk for value in row])
-            last = cursor.lastrowid or 0  # the rowid of the statement's last row
-        return last - len(rows) + 1
-
-
-_INSERT_INBOX_ROWS = _MultiRowInsert(
-    "INSERT INTO inbox (route, msg_id, message, created_at) VALUES ", "(?, ?, ?, ?)"
-)
-_INSERT_INBOX = _INSERT_INBOX_ROWS.sql(1)
-# A NULL blob copies the message from the inbox row (the chain passed it on unchanged).
-_INSERT_DELIVERY_ROWS = _MultiRowInsert(
-    "INSERT INTO deliveries (route, sink, msg_id, message, created_at) VALUES ",
-    "(?, ?, ?, coalesce(?, (SELECT message FROM inbox WHERE seq = ?)), ?)",
-)
-#: Statements each connection keeps prepared: every size of both inserts, and the rest.
-_CACHED_STATEMENTS = 2 * _MultiRowInsert.MAX_ROWS + 64
-
-
-def count_pending(conn: sqlite3.Connection) -> int:
-    """Inbox items and deliveries in a store's database: what is still in flight."""
-    (inbox,) = conn.execute("SELECT count(*) FROM inbox").fetchone()
-    (deliveries,) = conn.execute("SELECT count(*) FROM deliveries").fetchone()
-    return int(inbox) + int(deliveries)
-
-
-def _is_busy(err: sqlite3.Error) -> bool:
-    """Another connection holds the lock: SQLITE_BUSY, or one of its extended codes
-    (whose low byte is the primary code)."""
-    code = getattr(err, "sqlite_errorcode", None)
-    return code is not None and code & 0xFF == sqlite3.SQLITE_BUSY
-
-
-def _data_version(conn: sqlite3.Connection) -> int:
-    """Changes whenever another connection commits to the database."""
-    (version,) = conn.execute("PRAGMA data_version").fetchone()
-    return int(version)
-
-
-def _delete_rows(table: str, seqs: list[int], conn: sqlite3.Connection) -> tuple[None, int]:
-    """An op: delete rows by seq (those already gone are skipped); pending drops by the rest.
-
-    One statement per run of consecutive seqs (a stage's batch is usually one run):
-    a range costs SQLite one seek, where one statement per row costs a seek, a bind
-    and a reset each. Every seq of a run is in ``seqs``, so no other row is touched.
-    """
-    before = conn.total_changes
-    conn.executemany(f"DELETE FROM {table} WHERE seq BETWEEN ? AND ?", _runs(seqs))
-    return None, -(conn.total_changes - before)
-
-
-def _runs(seqs: Iterable[int]) -> list[list[int]]:
-    """``seqs`` as [first, last] runs of consecutive numbers."""
-    runs: list[list[int]] = []
-    for seq in sorted(seqs):
-        if runs and seq == runs[-1][1] + 1:
-            runs[-1][1] = seq
-        else:
-            runs.append([seq, seq])
-    return runs
-
-
-def _existing(conn: sqlite3.Connection, table: str, seqs: list[int]) -> set[int]:
-    """Which of ``seqs`` still have a row in ``table``.
-
-    One row per query (the seqs joined into text): on the writer thread each row
-    fetched is another SQLite step, and another wait for the GIL.
-    """
-    present: set[int] = set()
-    for (found,) in _select_by_seq(conn, table, "group_concat(seq)", seqs):
-        if found:  # NULL when none of the chunk's seqs has a row
-            present.update(map(int, found.split(",")))
-    return present
-
-
-def _select_by_seq(
-    conn: sqlite3.Connection, table: str, columns: str, seqs: list[int]
-) -> Iterator[tuple[Any, ...]]:
-    """``columns`` of the rows of ``table`` whose seq is in ``seqs`` (500 per query,
-    well under SQLite's limit on parameters)."""
-    for start in range(0, len(seqs), 500):
-        chunk = seqs[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        yield from conn.execute(f"SELECT {columns} FROM {table} WHERE seq IN ({marks})", chunk)
 
 
 def _dlq_filter(route: str | None, since: float | None) -> tuple[str, tuple[Any, ...]]:
@@ -1345,7 +1268,7 @@ def _dlq_filter(route: str | None, since: float | None) -> tuple[str, tuple[Any,
     return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(args)
 
 
-def _store_error(path: Path, err: BaseException, action: str) -> StoreError:
+def _store_error(path: Path, err: BaseException | str, action: str) -> StoreError:
     text = str(err)
     if isinstance(err, OSError) and err.strerror:
         text = err.strerror

@@ -17,18 +17,59 @@ import msgspec
 import pytest
 
 from integrator.delivery import sqlite as sqlite_store
+from integrator.delivery import sqlite_writer
 from integrator.delivery.sqlite import SQLiteOptions, SQLiteStore
 from integrator.errors import StoreError
 from integrator.message import Message
 
 
-@pytest.fixture(params=["thread", "loop"])
+@pytest.fixture(params=["thread", "loop", "process"])
 async def store(tmp_path: Path, request: pytest.FixtureRequest):
-    """The store with commits on its writer thread, and with ``commit_on = "loop"``."""
+    """The store with commits on its writer thread, on the loop, and in a writer process."""
     store = SQLiteStore(SQLiteOptions(commit_on=request.param), tmp_path)
     await store.open()
     yield store
     await store.close()
+
+
+@pytest.fixture(params=["thread", "loop"])
+async def in_process_store(tmp_path: Path, request: pytest.FixtureRequest):
+    """For tests that reach into the writer connection, which ``commit_on = "process"``
+    keeps in another process."""
+    store = SQLiteStore(SQLiteOptions(commit_on=request.param), tmp_path)
+    await store.open()
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def process_store(tmp_path: Path):
+    store = SQLiteStore(SQLiteOptions(commit_on="process"), tmp_path)
+    await store.open()
+    yield store
+    await store.close()
+
+
+def _watch_commits(store: SQLiteStore, seen: Any) -> None:
+    """Call ``seen(batch)`` as each batch goes to be committed, wherever ``commit_on``
+    commits it."""
+    process = store._process
+    if process is not None:
+        submit = process.submit
+
+        def submitting(batch, finished) -> None:  # type: ignore[no-untyped-def]
+            seen(batch)
+            submit(batch, finished)
+
+        process.submit = submitting  # type: ignore[method-assign]
+        return
+    commit = store._commit
+
+    def committing(batch, **kw) -> bool:  # type: ignore[no-untyped-def]
+        seen(batch)
+        return commit(batch, **kw)
+
+    store._commit = committing  # type: ignore[method-assign]
 
 
 @pytest.fixture
@@ -122,7 +163,10 @@ async def test_the_store_file_uses_wal(store: SQLiteStore) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-async def test_commits_run_on_the_thread_that_commit_on_names(store: SQLiteStore) -> None:
+async def test_commits_run_on_the_thread_that_commit_on_names(
+    in_process_store: SQLiteStore,
+) -> None:
+    store = in_process_store
     threads: list[int] = []
     original = store._commit
 
@@ -262,20 +306,14 @@ async def test_closing_the_store_ends_its_threads(tmp_path: Path) -> None:
 
 
 async def test_concurrent_writes_are_group_committed(store: SQLiteStore) -> None:
-    commits = 0
-    original = store._commit
-
-    def counting(batch, **kw) -> bool:  # type: ignore[no-untyped-def]
-        nonlocal commits
-        commits += 1
-        return original(batch, **kw)
-
-    store._commit = counting  # type: ignore[method-assign]
+    commits: list[int] = []
+    _watch_commits(store, lambda batch: commits.append(len(batch.inbox)))
     async with anyio.create_task_group() as tg:
         for n in range(200):
             tg.start_soon(store.enqueue, "r", [Message(body=n)])
     assert store.pending() == 200
-    assert commits < 50, f"{commits} transactions for 200 writers"
+    assert sum(commits) == 200
+    assert len(commits) < 50, f"{len(commits)} transactions for 200 writers"
 
 
 async def test_writes_arriving_during_a_commit_share_the_next_one_which_follows_at_once(
@@ -319,7 +357,7 @@ async def test_a_failing_bookkeeping_step_is_logged_and_the_store_goes_on(
     def broken(_: object) -> None:
         raise ZeroDivisionError("a bug in bookkeeping")
 
-    await store._write(lambda conn: (None, 0), then=broken)  # committed all the same
+    await store._write("set_state", "k", b"1", 0.0, then=broken)  # committed all the same
     assert "store bookkeeping after a commit failed" in caplog.text
     assert await store.enqueue("r", [Message(body=1)]) == [True]
     assert store.pending() == 1
@@ -473,13 +511,7 @@ async def test_a_stage_write_shares_the_commit_of_intake_that_follows_it(
     await store.enqueue("r", [Message(body=n) for n in range(2)])
     first, second = await store.inbox_after("r", 0, 10)
     commits: list[tuple[int, int]] = []
-    original = store._commit
-
-    def recording(batch, **kw) -> bool:  # type: ignore[no-untyped-def]
-        commits.append((len(batch.inbox), len(batch.ops)))
-        return original(batch, **kw)
-
-    store._commit = recording  # type: ignore[method-assign]
+    _watch_commits(store, lambda batch: commits.append((len(batch.inbox), len(batch.ops))))
     store.LINGER = 30.0
     async with anyio.create_task_group() as tg:
         tg.start_soon(store.route_done, [(first, {})])
@@ -544,8 +576,9 @@ async def test_a_caught_up_sink_gets_a_delivery_another_process_added_before_an_
 
 
 async def test_an_intake_commit_that_cannot_look_for_other_writers_still_succeeds(
-    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+    in_process_store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    store = in_process_store
     await store.enqueue("r", [Message(id="a")])
     ids, cursor = await _drain_ids(store, "r", 0)
     _insert_from_another_process(store, "r", "theirs")
@@ -555,31 +588,33 @@ async def test_an_intake_commit_that_cannot_look_for_other_writers_still_succeed
         looked.append(True)
         raise sqlite3.OperationalError("disk I/O error")
 
-    real = sqlite_store._data_version
-    monkeypatch.setattr(sqlite_store, "_data_version", failing)
+    real = sqlite_writer.data_version
+    monkeypatch.setattr(sqlite_writer, "data_version", failing)
     await store.enqueue("r", [Message(id="b")])  # committed before the look failed
-    monkeypatch.setattr(sqlite_store, "_data_version", real)
+    monkeypatch.setattr(sqlite_writer, "data_version", real)
     ids, cursor = await _drain_ids(store, "r", cursor)
     assert looked
     assert ids == ["theirs", "b"]  # the reader went back to the table for both
 
 
 async def test_a_failed_look_at_what_another_process_wrote_is_made_again_next_commit(
-    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+    in_process_store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    store = in_process_store
     await store.enqueue("r", [Message(id="a")])
     (item,) = await store.inbox_after("r", 0, 10)
     _insert_from_another_process(store, "r", "theirs")
     looks: list[bool] = []
-    real = store._others_wrote
+    assert store._sql is not None
+    real = store._sql.others_wrote
 
-    def flaky(conn: sqlite3.Connection) -> None:
+    def flaky() -> tuple[int, int, int]:
         looks.append(True)
         if len(looks) == 1:
             raise sqlite3.OperationalError("disk I/O error")
-        real(conn)
+        return real()
 
-    monkeypatch.setattr(store, "_others_wrote", flaky)
+    monkeypatch.setattr(store._sql, "others_wrote", flaky)
     with pytest.raises(StoreError):
         await store.route_done([(item, {"s": [item.message]})])  # rolled back
     await store.route_done([(item, {"s": [item.message]})])
@@ -690,7 +725,8 @@ async def test_state_round_trips(store: SQLiteStore) -> None:
     assert await store.get_state("missing") is None
 
 
-async def test_a_full_disk_is_a_clear_store_error(store: SQLiteStore) -> None:
+async def test_a_full_disk_is_a_clear_store_error(in_process_store: SQLiteStore) -> None:
+    store = in_process_store
     # SQLite's own "database or disk is full" path, reached by capping the file's pages.
     (pages,) = store._writer.execute("PRAGMA page_count").fetchone()  # type: ignore[union-attr]
     store._writer.execute(f"PRAGMA max_page_count = {pages}")  # type: ignore[union-attr]

@@ -1,0 +1,165 @@
+"""``commit_on = "process"``: the store's writer in a process of its own.
+
+Everything the store promises is tested for this mode with the others (the ``store``
+fixture of test_store.py); these are the promises of the process itself: where the
+writes run, what happens when it dies, and that it never outlives the store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from integrator.delivery import sqlite_writer
+from integrator.delivery.sqlite import SQLiteOptions, SQLiteStore
+from integrator.errors import StoreError
+from integrator.message import Message, encode
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    store = SQLiteStore(SQLiteOptions(commit_on="process"), tmp_path)
+    await store.open()
+    yield store
+    await store.close()
+
+
+def writer_pid(store: SQLiteStore) -> int:
+    assert store._process is not None and store._process._process is not None
+    return store._process._process.pid
+
+
+def is_running(pid: int) -> bool:
+    """Alive and not a zombie (an ended child not yet waited for)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def test_writes_are_committed_by_a_child_process_not_by_the_daemon(
+    store: SQLiteStore,
+) -> None:
+    in_daemon: list[object] = []
+    store._commit = lambda batch, **kw: in_daemon.append(batch)  # type: ignore[method-assign]
+    await store.enqueue("r", [Message(body=1, id="a")])
+    assert in_daemon == []
+    stat = Path(f"/proc/{writer_pid(store)}/stat").read_text()
+    assert int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid()  # its parent
+    with sqlite3.connect(store.path) as conn:
+        assert conn.execute("SELECT msg_id FROM inbox").fetchall() == [("a",)]
+
+
+async def test_closing_the_store_ends_the_writer_process_after_its_last_commit(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(SQLiteOptions(commit_on="process"), tmp_path)
+    await store.open()
+    pid = writer_pid(store)
+    process = store._process._process  # type: ignore[union-attr]
+    async with anyio.create_task_group() as tg:
+        for n in range(50):
+            tg.start_soon(store.enqueue, "r", [Message(body=n)])
+    await store.close()
+    assert process is not None and process.returncode == 0
+    assert not is_running(pid)
+    with sqlite3.connect(store.path) as conn:
+        assert conn.execute("SELECT count(*) FROM inbox").fetchone() == (50,)
+
+
+async def test_the_writer_process_ignores_sigterm_and_sigint(store: SQLiteStore) -> None:
+    # systemd signals the whole group on stop: the daemon, not the signal, ends the writer.
+    pid = writer_pid(store)
+    os.kill(pid, signal.SIGTERM)
+    os.kill(pid, signal.SIGINT)
+    await anyio.sleep(0.1)
+    await store.enqueue("r", [Message(body=1)])
+    assert writer_pid(store) == pid and is_running(pid)
+
+
+async def test_a_writer_process_killed_mid_commit_fails_that_batch_and_the_next_starts_another(
+    store: SQLiteStore,
+) -> None:
+    pid = writer_pid(store)
+    os.kill(pid, signal.SIGSTOP)  # holds the batch: it cannot answer
+    failed: list[StoreError] = []
+
+    async def write() -> None:
+        try:
+            await store.enqueue("r", [Message(body="lost", id="lost")])
+        except StoreError as err:
+            failed.append(err)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(write)
+        await anyio.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
+    assert len(failed) == 1
+    assert "writer process failed" in str(failed[0]) and "killed by signal 9" in str(failed[0])
+    await store.enqueue("r", [Message(body="next", id="next")])
+    assert writer_pid(store) != pid
+    assert [item.message.id for item in await store.inbox_after("r", 0, 10)] == ["next"]
+    assert store.pending() == 1
+
+
+async def test_a_writer_process_that_died_while_idle_is_replaced_without_failing_a_write(
+    store: SQLiteStore,
+) -> None:
+    pid = writer_pid(store)
+    os.kill(pid, signal.SIGKILL)
+    await anyio.sleep(0.2)  # the loop sees its socket close
+    await store.enqueue("r", [Message(body=1)])
+    assert writer_pid(store) != pid
+    assert store.pending() == 1
+
+
+async def test_rows_a_dead_writer_process_committed_but_never_answered_are_found(
+    store: SQLiteStore,
+) -> None:
+    await store.enqueue("r", [Message(id="a")])
+    (a,) = await store.inbox_after("r", 0, 10)
+    # What a writer killed between its COMMIT and its answer leaves: a row the
+    # daemon's memory does not hold.
+    with sqlite3.connect(store.path) as conn:
+        conn.execute(
+            "INSERT INTO inbox (route, msg_id, message, created_at) VALUES ('r', 'orphan', ?, 0)",
+            (encode(Message(body="orphan", id="orphan")),),
+        )
+    os.kill(writer_pid(store), signal.SIGKILL)
+    await anyio.sleep(0.2)
+    await store.enqueue("r", [Message(id="b")])
+    ids = [item.message.id for item in await store.inbox_after("r", a.seq, 10)]
+    assert ids == ["orphan", "b"]
+    assert store.pending() == 3
+
+
+async def test_a_sqlite_error_in_the_writer_process_is_a_clear_store_error(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(SQLiteOptions(commit_on="process", busy_timeout=0.2), tmp_path)
+    await store.open()
+    try:
+        with sqlite3.connect(store.path, isolation_level=None) as other:
+            other.execute("BEGIN IMMEDIATE")
+            with pytest.raises(StoreError, match="database is locked; another process holds"):
+                await store.enqueue("r", [Message(body=1)])
+            other.execute("ROLLBACK")
+        await store.enqueue("r", [Message(body=2)])  # the same process goes on
+        assert store.pending() == 1
+    finally:
+        await store.close()
+
+
+async def test_a_writer_process_that_cannot_start_fails_open_with_a_store_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_writer, "__file__", str(tmp_path / "missing.py"))
+    store = SQLiteStore(SQLiteOptions(commit_on="process"), tmp_path)
+    with pytest.raises(StoreError, match=r"cannot open the store at .*it ended at start"):
+        await store.open()
+    await store.close()  # nothing left to close, and no error
