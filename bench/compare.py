@@ -6,6 +6,7 @@
     .venv/bin/python -m bench.compare 51fdf1a --pairs 5 --seconds 10
     .venv/bin/python -m bench.compare HEAD~1 --scenario e2e   # end to end, delivered/s
     .venv/bin/python -m bench.compare HEAD --store commit_on=loop  # a store option, new side
+    .venv/bin/python -m bench.compare HEAD --store commit_on=process --old-store commit_on=process
 
 For changes to waiting, threads or batching, which the in-process harness cannot
 judge (docs/performance.md, "What the harness cannot show"). ``git archive`` puts the
@@ -94,10 +95,10 @@ def store_option(text: str) -> tuple[str, Any]:
 
 
 def extra_config(side: str, args: argparse.Namespace) -> dict[str, Any]:
-    """The new side's ``--store`` options (the old side runs its defaults)."""
-    if side == "new" and args.store:
-        return {"store": {"options": dict(args.store)}}
-    return {}
+    """A side's store options: ``--store`` for the new, ``--old-store`` for the old
+    (each side runs the defaults of its revision otherwise)."""
+    options = args.store if side == "new" else args.old_store
+    return {"store": {"options": dict(options)}} if options else {}
 
 
 def ingest_turn(side: str, pair: int, env: dict[str, str], args: argparse.Namespace) -> Turn:
@@ -196,6 +197,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="a [store.options] setting for the new side only (repeatable)",
     )
+    parser.add_argument(
+        "--old-store",
+        type=store_option,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a [store.options] setting for the old side only (repeatable)",
+    )
     args = parser.parse_args(argv)
     args.generator = choose_generator(args.generator)
     results = ROOT / "bench" / "results"
@@ -216,10 +225,13 @@ def main(argv: list[str] | None = None) -> int:
                     f"the {side} side imports integrator from {found}, not {expected}: "
                     "unset PYTHONPATH, and run this script from the checkout's .venv"
                 )
-        options = ", ".join(f"{k} = {v!r}" for k, v in args.store)
+        new_options = ", ".join(f"{k} = {v!r}" for k, v in args.store)
+        old_options = ", ".join(f"{k} = {v!r}" for k, v in args.old_store)
         print(
-            f"old = {args.rev} (from {old_root}), new = this checkout ({ROOT})"
-            + (f" with [store.options] {options}" if options else "")
+            f"old = {args.rev} (from {old_root})"
+            + (f" with [store.options] {old_options}" if old_options else "")
+            + f", new = this checkout ({ROOT})"
+            + (f" with [store.options] {new_options}" if new_options else "")
         )
         print(
             f"{args.scenario}: generator {args.generator}, {args.connections} connections, "

@@ -18,7 +18,16 @@ from typing import Any
 
 import tomli_w
 
-from bench.procs import ROOT, UsageMeter, free_port, integrator_command, python, start, status_kb
+from bench.procs import (
+    ROOT,
+    UsageMeter,
+    family_rss_kb,
+    free_port,
+    integrator_command,
+    python,
+    start,
+    status_kb,
+)
 from bench.report import Check, Scenario
 from bench.settings import Settings
 
@@ -51,7 +60,7 @@ def run(settings: Settings) -> Scenario:
         time.sleep(settle)
         with UsageMeter(daemon.pid, 1.0) as ours, UsageMeter(bare.pid, 1.0) as base:
             time.sleep(settings.idle)
-        rss = status_kb(daemon.pid, "VmRSS") / 1024
+        rss = family_rss_kb(daemon.pid) / 1024
         base_rss = status_kb(bare.pid, "VmRSS") / 1024
     finally:
         daemon.stop()
