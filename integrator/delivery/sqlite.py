@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import marshal
 import queue
 import socket
 import sqlite3
@@ -28,7 +29,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.to_thread
@@ -37,9 +38,7 @@ import msgspec
 from integrator.delivery import sqlite_writer
 from integrator.delivery.sqlite_writer import (
     FRAME,
-    InboxRow,
     Outcome,
-    WriteCall,
     Writer,
     count_pending,
     select_by_seq,
@@ -48,6 +47,9 @@ from integrator.delivery.store import AuditEntry, DeadLetter, Delivery, InboxIte
 from integrator.errors import StoreError, UnstorableOutput
 from integrator.hookspecs import hookimpl
 from integrator.message import Message, decode, encode
+
+if TYPE_CHECKING:
+    from integrator.delivery.sqlite_writer import InboxRow, WriteCall
 
 SCHEMA_VERSION = 1
 
@@ -285,22 +287,22 @@ class _WriterProcess:
         self._received = bytearray()
         #: The batch the process commits, and the call that finishes it.
         self._waiting: tuple[_Batch, Callable[[], None]] | None = None
+        #: While ``start`` waits: the process's first answer.
+        self._started: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         """Start the process and wait until it has opened the database."""
-        sock = self._spawn()
-        sock.settimeout(self.START_TIMEOUT)
+        self._started = started = self._loop.create_future()
+        self._spawn()
         try:
-            answer = await anyio.to_thread.run_sync(sqlite_writer.receive, sock)
-        except OSError as err:
-            answer = ("failed", f"no answer from the writer process: {err}")
-        sock.settimeout(None)
-        if answer is None or answer[0] != "ready":
+            with anyio.fail_after(self.START_TIMEOUT):
+                await started
+        except TimeoutError:
             self._ended()
-            reason = answer[1] if answer else "it ended at start"
-            raise _store_error(self._store.path, reason, "open")
-        self._on_ready(answer[1])
-        self._loop.add_reader(sock.fileno(), self._readable)
+            reason = f"the writer process did not start within {self.START_TIMEOUT:g} s"
+            raise _store_error(self._store.path, reason, "open") from None
+        finally:
+            self._started = None
 
     def _spawn(self) -> socket.socket:
         ours, theirs = socket.socketpair()
@@ -309,6 +311,8 @@ class _WriterProcess:
             self._process = subprocess.Popen(
                 [
                     sys.executable,
+                    "-I",  # isolated, and without site-packages: the standard library only
+                    "-S",
                     sqlite_writer.__file__,
                     str(theirs.fileno()),
                     str(self._store.path),
@@ -319,6 +323,7 @@ class _WriterProcess:
                 stdin=subprocess.DEVNULL,
             )
         self._sock, self._received = ours, bytearray()
+        self._loop.add_reader(ours.fileno(), self._readable)
         return ours
 
     def submit(self, batch: _Batch, finished: Callable[[], None]) -> None:
@@ -327,11 +332,10 @@ class _WriterProcess:
         sock = self._sock
         if sock is None:  # the last process died: start another
             sock = self._spawn()
-            self._loop.add_reader(sock.fileno(), self._readable)
         self._waiting = (batch, finished)
         try:
             # A blocking send: the process reads while it has nothing in hand.
-            sqlite_writer.send(sock, (batch.inbox, batch.ops))
+            sqlite_writer.send(sock.fileno(), (batch.inbox, batch.ops))
         except OSError as err:
             self._died(f"could not hand it a batch: {err}")
 
@@ -353,17 +357,19 @@ class _WriterProcess:
             (size,) = FRAME.unpack_from(received)
             if len(received) < head + size:
                 break
-            answer = sqlite_writer.pickle.loads(memoryview(received)[head : head + size])
+            answer = marshal.loads(memoryview(received)[head : head + size])
             del received[: head + size]
             self._answered(answer)
 
     def _answered(self, answer: tuple[Any, ...]) -> None:
         kind, value = answer
-        if kind == "ready":  # a process started after another died
+        if kind == "ready":  # at open, or a process started after another died
             self._on_ready(value)
+            if self._started is not None and not self._started.done():
+                self._started.set_result(None)
             return
         if kind == "failed":  # it could not open the database
-            self._died(f"it could not open the database: {value}")
+            self._died(value, sqlite_said=True)
             return
         waiting, self._waiting = self._waiting, None
         if waiting is None:
@@ -375,9 +381,20 @@ class _WriterProcess:
         self._store._record(batch, Outcome(*value))
         finished()
 
-    def _died(self, reason: str) -> None:
+    def _died(self, reason: str, *, sqlite_said: bool = False) -> None:
         code = self._ended()
         status = f"killed by signal {-code}" if code and code < 0 else f"exit status {code}"
+        if self._started is not None and not self._started.done():  # at open
+            path = self._store.path
+            self._started.set_exception(
+                _store_error(path, reason, "open")
+                if sqlite_said
+                else StoreError(
+                    f"cannot open the store at {path}: its writer process ended as it"
+                    f" started ({reason}; {status}); its own error is above, on stderr"
+                )
+            )
+            return
         message = f"the store's writer process failed ({reason}; {status})"
         log.error("store %s: %s: the next write starts another", self._store.path, message)
         waiting, self._waiting = self._waiting, None
@@ -612,7 +629,9 @@ class SQLiteStore(Store):
         """Begin committing the open batch (no other commit runs)."""
         self._in_flight = batch
         if self._process is not None:
-            self._process.submit(batch, self._seal(batch))
+            # As on the loop: writers woken by this turn's I/O join the batch first.
+            assert self._loop is not None  # set with the process, at open
+            self._loop.call_soon(self._loop.call_soon, self._submit, batch)
         elif self._committer is None:
             finished = self._seal(batch)
             batch.error = StoreError(f"the store at {self.path} is closed")
@@ -634,6 +653,10 @@ class SQLiteStore(Store):
         # to the garbage collector (with every row of the batch).
         follow_ups, batch.after = batch.after, []
         return partial(self._finished, batch, follow_ups)
+
+    def _submit(self, batch: _Batch) -> None:
+        assert self._process is not None
+        self._process.submit(batch, self._seal(batch))
 
     def _to_thread(self, batch: _Batch, finished: Callable[[], None]) -> None:
         assert self._committer is not None and self._loop is not None  # set at open

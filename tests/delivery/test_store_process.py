@@ -160,6 +160,8 @@ async def test_a_writer_process_that_cannot_start_fails_open_with_a_store_error(
 ) -> None:
     monkeypatch.setattr(sqlite_writer, "__file__", str(tmp_path / "missing.py"))
     store = SQLiteStore(SQLiteOptions(commit_on="process"), tmp_path)
-    with pytest.raises(StoreError, match=r"cannot open the store at .*it ended at start"):
+    with pytest.raises(
+        StoreError, match=r"cannot open the store at .*writer process ended as it started"
+    ):
         await store.open()
     await store.close()  # nothing left to close, and no error
