@@ -129,7 +129,8 @@ def ingest_turn(side: str, pair: int, env: dict[str, str], args: argparse.Namesp
 def e2e_turn(side: str, pair: int, env: dict[str, str], args: argparse.Namespace) -> Turn:
     workdir: Path = args.workdir
     target = f"{args.receiver.base}/in"
-    routes = e2e.e2e_routes(target)
+    concurrency = args.sink_concurrency if side == "new" else args.old_sink_concurrency
+    routes = e2e.e2e_routes(target, concurrency or e2e.SINK_CONCURRENCY)
     daemon = start_daemon(
         f"{side}-{pair}", routes, workdir, env=env, extra=extra_config(side, args)
     )
@@ -196,6 +197,12 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="KEY=VALUE",
         help="a [store.options] setting for the new side only (repeatable)",
+    )
+    parser.add_argument(
+        "--sink-concurrency", type=int, help="e2e: the new side's http sink concurrency"
+    )
+    parser.add_argument(
+        "--old-sink-concurrency", type=int, help="e2e: the old side's http sink concurrency"
     )
     parser.add_argument(
         "--old-store",
