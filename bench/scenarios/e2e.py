@@ -13,10 +13,10 @@ p50/p99 of send-to-arrival. The baseline is a bare aiohttp relay that decodes th
 JSON and POSTs it to the same receiver before answering: HTTP in, HTTP out,
 nothing durable, no transforms.
 
-A second daemon with ``[store.options] commit_on = "loop"`` and its sink at
-``concurrency`` 64 (the relay's pool) is saturated after the first: commits on the
-loop give intake a larger share of the loop, which a sink at 16 in flight cannot
-match (docs/performance.md, *Commits on the loop*).
+Two more daemons, with ``[store.options] commit_on = "loop"`` and ``"process"``
+and their sinks at ``concurrency`` 64 (the relay's pool), are saturated after the
+first: commits that do not hold intake up give it a larger share of the loop, which
+a sink at 16 in flight cannot match (docs/performance.md, *Commits on the loop*).
 """
 
 from __future__ import annotations
@@ -32,14 +32,14 @@ from bench.payloads import FILTER, MAP, VALIDATE, event_template
 from bench.procs import Usage, UsageMeter, free_port, python, start
 from bench.profiling import Profile
 from bench.report import Check, Scenario
-from bench.scenarios.common import COMMIT_ON_LOOP, percentile
+from bench.scenarios.common import COMMIT_ON, percentile
 from bench.settings import Settings
 
 PATH = "/hooks/e2e"
 #: In-flight deliveries of the daemon's http sink (the default is 8).
 SINK_CONCURRENCY = 16
-#: The second daemon's: as many as the senders, like the relay's pool.
-ON_LOOP_SINK_CONCURRENCY = 64
+#: The option daemons': as many as the senders, like the relay's pool.
+OPTION_SINK_CONCURRENCY = 64
 
 #: Targets from the issue.
 DELIVERED_PER_SECOND = 5000.0
@@ -119,14 +119,16 @@ def run(settings: Settings) -> Scenario:
             ours_paced = paced(settings, daemon.pid, replace(spec, rate=rate), recv)
         finally:
             daemon.stop()
-        routes = e2e_routes(target, ON_LOOP_SINK_CONCURRENCY)
-        daemon = start_daemon("e2e-loop", routes, workdir, extra=COMMIT_ON_LOOP)
-        try:
-            on_loop = saturate(
-                settings, daemon.pid, replace(spec, url=daemon.url(PATH)), recv, "e2e-loop"
-            )
-        finally:
-            daemon.stop()
+        options: dict[str, Flow] = {}
+        routes = e2e_routes(target, OPTION_SINK_CONCURRENCY)
+        for where, config in COMMIT_ON.items():
+            daemon = start_daemon(f"e2e-{where}", routes, workdir, extra=config)
+            try:
+                options[where] = saturate(
+                    settings, daemon.pid, replace(spec, url=daemon.url(PATH)), recv, f"e2e-{where}"
+                )
+            finally:
+                daemon.stop()
         base_paced = None
         if settings.mode != "smoke":
             base_paced = paced(settings, relay.pid, replace(relay_spec, rate=rate), recv)
@@ -152,17 +154,22 @@ def run(settings: Settings) -> Scenario:
     scenario.add("CPU per message", ours.cpu_us_per_message, base.cpu_us_per_message, "us")
     rss = scenario.add("RSS peak", ours.usage.rss_peak_mb, base.usage.rss_peak_mb, "MB")
     rss.ratio = None
-    on = f'commit_on = "loop", sink {ON_LOOP_SINK_CONCURRENCY}'
-    base_rate = base.delivered_per_second
-    scenario.add(f"{on}: delivered/s", on_loop.delivered_per_second, base_rate)
-    scenario.add(f"{on}: p99 (saturated)", on_loop.p99_ms, base.p99_ms, "ms")
-    scenario.add(f"{on}: CPU/message", on_loop.cpu_us_per_message, base.cpu_us_per_message, "us")
+    labels = {where: f'commit_on = "{where}", sink {OPTION_SINK_CONCURRENCY}' for where in options}
+    for where, flow in options.items():
+        on = labels[where]
+        scenario.add(f"{on}: delivered/s", flow.delivered_per_second, base.delivered_per_second)
+        scenario.add(f"{on}: p99 (saturated)", flow.p99_ms, base.p99_ms, "ms")
+        scenario.add(f"{on}: CPU/message", flow.cpu_us_per_message, base.cpu_us_per_message, "us")
     scenario.notes.append(
         f"generator {ours.load.generator} at {settings.connections} connections for saturation; "
         f"latency @ rate = open loop at {rate:g} msg/s (half the saturated delivery rate), "
         f"python generator; http sink concurrency {SINK_CONCURRENCY}"
     )
-    flows = (("integrator", ours), ("integrator @ rate", ours_paced), (on, on_loop))
+    flows = [
+        ("integrator", ours),
+        ("integrator @ rate", ours_paced),
+        *((labels[where], flow) for where, flow in options.items()),
+    ]
     for name, flow in flows:
         lost = flow.load.ok - flow.delivered
         drained = (
@@ -178,7 +185,7 @@ def run(settings: Settings) -> Scenario:
         "rate": rate,
         "integrator": _details(ours),
         "integrator_at_rate": _details(ours_paced),
-        "commit_on_loop": _details(on_loop),
+        **{f"commit_on_{where}": _details(flow) for where, flow in options.items()},
         "baseline": _details(base),
         "baseline_at_rate": _details(base_paced) if base_paced else None,
     }

@@ -9,8 +9,9 @@ no delivery competes with intake for the one event loop. The baseline is a bare
 aiohttp handler in its own process that reads the body and answers 202. Both get
 the same pre-signed request from the same generator at the same concurrency.
 
-A second daemon, identical but for ``[store.options] commit_on = "loop"``, takes its
-turns beside them: the option's rows show what commits on the event loop gain here.
+Two more daemons, identical but for ``[store.options] commit_on = "loop"`` and
+``"process"``, take their turns beside them: the options' rows show what commits on
+the event loop, or in a writer process of their own, gain here.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from bench.loadgen import LoadSpec
 from bench.payloads import SECRET, event_bytes, github_signature
 from bench.procs import Child, free_port, python, start
 from bench.report import Check, Scenario
-from bench.scenarios.common import COMMIT_ON_LOOP, Measured, measure_in_turns
+from bench.scenarios.common import COMMIT_ON, Measured, measure_in_turns
 from bench.settings import Settings
 
 PATH = "/hooks/bench"
@@ -44,38 +45,37 @@ def run(settings: Settings) -> Scenario:
     body, headers = signed_event()
     routes = ingest_routes(workdir)
     children: list[Child] = []
-    daemon = on_loop = None
+    daemons = {}  # the default's, then one per commit_on option
     try:
         servers = {"bare": _server(settings, "bare", [], children)}
         if settings.mode != "smoke":
             extra = ["--db", str(workdir / "reference.db"), "--secret", SECRET]
             servers["durable"] = _server(settings, "durable", extra, children)
-        daemon = start_daemon("ingest", routes, workdir)
-        servers["integrator"] = (daemon.pid, daemon.url(PATH))
-        on_loop = start_daemon("ingest-loop", routes, workdir, extra=COMMIT_ON_LOOP)
-        servers["on_loop"] = (on_loop.pid, on_loop.url(PATH))
+        daemons["integrator"] = start_daemon("ingest", routes, workdir)
+        for where, config in COMMIT_ON.items():
+            daemons[where] = start_daemon(f"ingest-{where}", routes, workdir, extra=config)
+        for name, daemon in daemons.items():
+            servers[name] = (daemon.pid, daemon.url(PATH))
         specs = {
             name: (pid, LoadSpec(url, headers, body.decode(), connections=settings.connections))
             for name, (pid, url) in servers.items()
         }
-        received_before = daemon.route("ingest")["received"]
-        received_before_on_loop = on_loop.route("ingest")["received"]
+        before = {name: d.route("ingest")["received"] for name, d in daemons.items()}
         measured = measure_in_turns(settings, specs, profile=("integrator", "ingest"))
-        received = daemon.route("ingest")["received"] - received_before
-        received_on_loop = on_loop.route("ingest")["received"] - received_before_on_loop
+        stored = {name: d.route("ingest")["received"] - before[name] for name, d in daemons.items()}
     finally:
-        for started in (daemon, on_loop):
-            if started is not None:
-                started.stop()
+        for daemon in daemons.values():
+            daemon.stop()
         for child in children:
             child.stop()
     ours, base, reference = measured["integrator"], measured["bare"], measured.get("durable")
-    loop = measured["on_loop"]
 
     _rows(scenario, ours, base, settings)
-    scenario.add('commit_on = "loop": req/s', loop.load.ok_per_second, base.load.ok_per_second)
-    scenario.add('commit_on = "loop": latency p99', loop.load.p99_ms, base.load.p99_ms, "ms")
-    scenario.add('commit_on = "loop": CPU/request', loop.cpu_us_per_ok, base.cpu_us_per_ok, "us")
+    for where in COMMIT_ON:
+        option, label = measured[where], f'commit_on = "{where}": '
+        scenario.add(label + "req/s", option.load.ok_per_second, base.load.ok_per_second)
+        scenario.add(label + "latency p99", option.load.p99_ms, base.load.p99_ms, "ms")
+        scenario.add(label + "CPU/request", option.cpu_us_per_ok, base.cpu_us_per_ok, "us")
     if reference is not None:
         scenario.add(
             "reference: minimal durable req/s",
@@ -94,10 +94,10 @@ def run(settings: Settings) -> Scenario:
         "integrator": _details(ours),
         "baseline": _details(base),
         "reference": _details(reference) if reference else None,
-        "commit_on_loop": _details(loop),
-        "stored_during_load": received,
-        "stored_during_load_commit_on_loop": received_on_loop,
-        "daemon_ready_seconds": daemon.child.ready_seconds,
+        **{f"commit_on_{where}": _details(measured[where]) for where in COMMIT_ON},
+        "stored_during_load": stored["integrator"],
+        **{f"stored_during_load_commit_on_{where}": stored[where] for where in COMMIT_ON},
+        "daemon_ready_seconds": daemons["integrator"].child.ready_seconds,
     }
     scenario.notes.append(
         f"generator {ours.load.generator}, {settings.connections} connections, "
@@ -106,22 +106,22 @@ def run(settings: Settings) -> Scenario:
         f"route chain = drop (file sink never called); store synchronous=FULL"
     )
     scenario.notes.append(
-        'commit_on = "loop": the same daemon with its commits on the event loop '
-        f"(docs/configuration.md), in the same turns; its event loop thread "
-        f"{loop.usage.loop_percent:.0f} % of a core"
+        'commit_on = "loop" / "process": the same daemon with its commits on the event '
+        "loop / in a writer process (docs/configuration.md), in the same turns; their "
+        "event loop threads "
+        + " / ".join(f"{measured[where].usage.loop_percent:.0f} %" for where in COMMIT_ON)
+        + " of a core (a writer process's CPU and RSS count as the daemon's)"
     )
-    for name, run, stored in (
-        ("", ours, received),
-        ('commit_on = "loop": ', loop, received_on_loop),
-    ):
+    for name in daemons:
+        run, label = measured[name], "" if name == "integrator" else f'commit_on = "{name}": '
         answered = run.warmup_ok + run.load.ok
-        if stored < answered:
+        if stored[name] < answered:
             scenario.notes.append(
-                f"{name}LOST: {answered} requests answered 2xx but only {stored} stored"
+                f"{label}LOST: {answered} requests answered 2xx but only {stored[name]} stored"
             )
         else:
             scenario.notes.append(
-                f"{name}every 2xx was stored ({stored} stored >= {answered} answered 2xx)"
+                f"{label}every 2xx was stored ({stored[name]} stored >= {answered} answered 2xx)"
             )
     return scenario
 
