@@ -165,3 +165,18 @@ async def test_a_writer_process_that_cannot_start_fails_open_with_a_store_error(
     ):
         await store.open()
     await store.close()  # nothing left to close, and no error
+
+
+async def test_a_write_that_raises_in_the_writer_process_fails_only_its_batch(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    store = SQLiteStore(SQLiteOptions(commit_on="process"), tmp_path)
+    await store.open()  # here, so the writer's stderr is the one capfd reads
+    try:
+        with pytest.raises(StoreError, match="KeyError: 'no_such_write'"):
+            await store._write("no_such_write")
+        await store.enqueue("r", [Message(body=1)])  # the same process goes on
+        assert store.pending() == 1
+    finally:
+        await store.close()
+    assert "Traceback" in capfd.readouterr().err  # the writer's own report, for the journal
