@@ -263,15 +263,19 @@ class _WriterProcess:
     waits for nobody, and its SQLite work runs on another core.
 
     A process that dies fails the batch it held (SQLite rolls back what it had not
-    committed) and the next batch starts another. Each one first reports the tables'
-    last seqs and the pending count, which the store applies before any answer of it:
-    a process that died may have committed a batch it never answered.
+    committed) and the next batch starts another, once that one has reported the
+    tables' last seqs and the pending count (applied before any answer of it: a
+    process that died may have committed a batch it never answered). One that cannot
+    start fails the batches that wait for it, and the next start waits a little
+    longer each time (``RESTART_BACKOFF``).
     """
 
     #: Seconds ``open`` waits for the process to connect to the database.
     START_TIMEOUT = 30.0
     #: Seconds ``close`` waits for the process to end after its last commit.
     STOP_TIMEOUT = 30.0
+    #: Seconds between failed starts: the first, and the most.
+    RESTART_BACKOFF = (1.0, 30.0)
 
     def __init__(
         self,
@@ -284,60 +288,121 @@ class _WriterProcess:
         self._on_ready = on_ready
         self._sock: socket.socket | None = None
         self._process: subprocess.Popen[bytes] | None = None
+        self._ready = False  # the process has opened the database
         self._received = bytearray()
-        #: The batch the process commits, and the call that finishes it.
+        #: The batch handed over, and the call that finishes it; sent once the
+        #: process is ready.
         self._waiting: tuple[_Batch, Callable[[], None]] | None = None
+        self._sent = False
+        self._resent = False  # the waiting batch went to a second process already
+        #: Processes that ended and are not yet reaped.
+        self._ending: list[subprocess.Popen[bytes]] = []
         #: While ``start`` waits: the process's first answer.
         self._started: asyncio.Future[None] | None = None
+        self._backoff = self.RESTART_BACKOFF[0]
+        self._no_start_until = 0.0  # monotonic
+        self._start_failure = ""
 
     async def start(self) -> None:
         """Start the process and wait until it has opened the database."""
         self._started = started = self._loop.create_future()
-        self._spawn()
         try:
+            self._spawn()
             with anyio.fail_after(self.START_TIMEOUT):
                 await started
         except TimeoutError:
             self._ended()
-            reason = f"the writer process did not start within {self.START_TIMEOUT:g} s"
-            raise _store_error(self._store.path, reason, "open") from None
+            raise StoreError(
+                f"cannot open the store at {self._store.path}: its writer process did not"
+                f" open the database within {self.START_TIMEOUT:g} s (a hung disk?)"
+            ) from None
+        except OSError as err:  # the process could not be started at all
+            self._ended()
+            raise StoreError(
+                f"cannot open the store at {self._store.path}: cannot start its writer"
+                f" process: {err}"
+            ) from err
+        except BaseException:  # cancelled, or it failed: nothing of it stays behind
+            self._ended()
+            raise
         finally:
             self._started = None
 
-    def _spawn(self) -> socket.socket:
+    def _spawn(self) -> None:
+        self._reap()
         ours, theirs = socket.socketpair()
         options = self._store.options
-        with theirs:
-            self._process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-I",  # isolated, and without site-packages: the standard library only
-                    "-S",
-                    sqlite_writer.__file__,
-                    str(theirs.fileno()),
-                    str(self._store.path),
-                    options.synchronous,
-                    str(options.busy_timeout),
-                ],
-                pass_fds=(theirs.fileno(),),
-                stdin=subprocess.DEVNULL,
-            )
-        self._sock, self._received = ours, bytearray()
+        try:
+            with theirs:
+                self._process = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-I",  # isolated, without site-packages: the standard library only
+                        "-S",
+                        sqlite_writer.__file__,
+                        str(theirs.fileno()),
+                        str(self._store.path),
+                        options.synchronous,
+                        str(options.busy_timeout),
+                    ],
+                    pass_fds=(theirs.fileno(),),
+                    stdin=subprocess.DEVNULL,
+                )
+        except BaseException:
+            ours.close()
+            raise
+        self._sock, self._received, self._ready = ours, bytearray(), False
         self._loop.add_reader(ours.fileno(), self._readable)
-        return ours
 
     def submit(self, batch: _Batch, finished: Callable[[], None]) -> None:
-        """Send ``batch`` to the process; ``finished()`` runs on the loop once it is
+        """Hand ``batch`` to the process; ``finished()`` runs on the loop once it is
         committed (or failed)."""
-        sock = self._sock
-        if sock is None:  # the last process died: start another
-            sock = self._spawn()
-        self._waiting = (batch, finished)
+        self._waiting, self._sent, self._resent = (batch, finished), False, False
+        if self._sock is None:  # the last process died: start another
+            if time.monotonic() < self._no_start_until:
+                self._fail_waiting(
+                    f"its writer process could not start ({self._start_failure}); the"
+                    f" next try is in {self._no_start_until - time.monotonic():.1f} s"
+                )
+                return
+            try:
+                self._spawn()
+            except OSError as err:
+                self._start_failed(f"cannot start it: {err}")
+                return
+        if self._ready:
+            self._send()
+
+    def _send(self) -> None:
+        """Send the waiting batch (a blocking write: the process reads while it has
+        nothing in hand)."""
+        assert self._waiting is not None and self._sock is not None
+        batch = self._waiting[0]
+        writes = (batch.inbox, batch.ops)
         try:
-            # A blocking send: the process reads while it has nothing in hand.
-            sqlite_writer.send(sock.fileno(), (batch.inbox, batch.ops))
+            try:
+                sqlite_writer.send(self._sock.fileno(), writes)
+            except ValueError:  # a str, int… subclass (an enum as a message id?)
+                sqlite_writer.send(self._sock.fileno(), _plain(writes))
+        except (ValueError, TypeError) as err:  # nothing was written: marshal failed first
+            self._fail_waiting(f"a write holds a value it cannot take ({err})")
+            return
         except OSError as err:
-            self._died(f"could not hand it a batch: {err}")
+            if self._resent:
+                self._died(f"could not hand it the batch: {err}")
+                return
+            # It died before the loop saw its socket close: nothing of a partial
+            # batch was committed, so the batch goes to the next process.
+            log.warning("store %s: the writer process ended (%s): starting another",
+                        self._store.path, err)  # fmt: skip
+            self._ended()
+            self._resent = True
+            try:
+                self._spawn()
+            except OSError as spawn_err:
+                self._start_failed(f"cannot start it: {spawn_err}")
+            return
+        self._sent = True
 
     def _readable(self) -> None:
         sock = self._sock
@@ -353,85 +418,117 @@ class _WriterProcess:
         received = self._received
         received += data
         head = FRAME.size
-        while len(received) >= head:
+        while self._sock is sock and len(received) >= head:
             (size,) = FRAME.unpack_from(received)
             if len(received) < head + size:
                 break
-            answer = marshal.loads(memoryview(received)[head : head + size])
-            del received[: head + size]
-            self._answered(answer)
+            try:
+                answer = marshal.loads(memoryview(received)[head : head + size])
+                del received[: head + size]
+                self._answered(answer)
+            except Exception as err:  # a bug on either side: this socket is not to be trusted
+                log.error("store %s: the writer process's answer", self._store.path, exc_info=True)
+                self._died(f"an answer that could not be read: {err}")
+                return
 
     def _answered(self, answer: tuple[Any, ...]) -> None:
         kind, value = answer
         if kind == "ready":  # at open, or a process started after another died
+            self._ready, self._backoff = True, self.RESTART_BACKOFF[0]
             self._on_ready(value)
             if self._started is not None and not self._started.done():
                 self._started.set_result(None)
+            if self._waiting is not None and not self._sent:
+                self._send()
             return
         if kind == "failed":  # it could not open the database
             self._died(value, sqlite_said=True)
             return
         waiting, self._waiting = self._waiting, None
-        if waiting is None:
-            log.error(
-                "store %s: the writer process answered a batch it was not given", self._store.path
-            )
-            return
+        if waiting is None or not self._sent:
+            raise ValueError("an answer for no batch")
         batch, finished = waiting
         self._store._record(batch, Outcome(*value))
         finished()
 
     def _died(self, reason: str, *, sqlite_said: bool = False) -> None:
-        code = self._ended()
-        status = f"killed by signal {-code}" if code and code < 0 else f"exit status {code}"
-        if self._started is not None and not self._started.done():  # at open
-            path = self._store.path
-            self._started.set_exception(
-                _store_error(path, reason, "open")
-                if sqlite_said
-                else StoreError(
-                    f"cannot open the store at {path}: its writer process ended as it"
-                    f" started ({reason}; {status}); its own error is above, on stderr"
-                )
-            )
+        ready = self._ready
+        status = self._ended()
+        if not ready:
+            self._start_failed(f"{reason}; {status}", sqlite_said=sqlite_said)
             return
         message = f"the store's writer process failed ({reason}; {status})"
         log.error("store %s: %s: the next write starts another", self._store.path, message)
+        if self._waiting is not None:
+            self._fail_waiting(
+                f"{message}; the batch was not committed, or its answer was lost: the"
+                " writers must send it again"
+            )
+
+    def _start_failed(self, reason: str, *, sqlite_said: bool = False) -> None:
+        """The process ended before it opened the database (or never started)."""
+        path = self._store.path
+        error = (
+            _store_error(path, reason, "open")
+            if sqlite_said
+            else StoreError(
+                f"cannot open the store at {path}: its writer process ended as it started"
+                f" ({reason}); its own error is above, on stderr"
+            )
+        )
+        if self._started is not None and not self._started.done():  # at open
+            self._started.set_exception(error)
+            return
+        self._start_failure = reason
+        self._no_start_until = time.monotonic() + self._backoff
+        self._backoff = min(2 * self._backoff, self.RESTART_BACKOFF[1])
+        log.error("store %s: %s; the next try in %.0f s", path, error, self._backoff)
+        if self._waiting is not None:
+            self._fail_waiting(str(error), error)
+
+    def _fail_waiting(self, reason: str, error: StoreError | None = None) -> None:
         waiting, self._waiting = self._waiting, None
         if waiting is not None:
             batch, finished = waiting
-            batch.error = StoreError(
-                f"cannot write to the store at {self._store.path}: {message}; the batch was"
-                " not committed, or its answer was lost: the writers must send it again"
+            batch.error = error or StoreError(
+                f"cannot write to the store at {self._store.path}: {reason}"
             )
             finished()
 
-    def _ended(self) -> int | None:
-        """Forget the socket and the process; its exit status if it has ended."""
-        sock, self._sock = self._sock, None
+    def _ended(self) -> str:
+        """Forget the socket and the process (reaped later if still ending); how it ended."""
+        sock, self._sock, self._ready = self._sock, None, False
         if sock is not None:
-            try:
-                self._loop.remove_reader(sock.fileno())
-            finally:
-                sock.close()
+            self._loop.remove_reader(sock.fileno())
+            sock.close()
         process, self._process = self._process, None
         if process is None:
-            return None
-        try:
-            return process.wait(timeout=1.0)
-        except subprocess.TimeoutExpired:  # hung: this socket is gone, so is its work
+            return "not started"
+        try:  # it closed its socket, so it is ending: a moment for its exit status
+            code = process.wait(timeout=0.05)
+        except subprocess.TimeoutExpired:
             process.kill()
-            return process.wait()
+            self._ending.append(process)
+            return "killed by the store"
+        return f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+
+    def _reap(self) -> None:
+        self._ending = [process for process in self._ending if process.poll() is None]
 
     async def stop(self) -> None:
         """End the process after its last commit: it stops at the end of its socket."""
         sock, self._sock = self._sock, None
-        process, self._process = self._process, None
         if sock is not None:
             self._loop.remove_reader(sock.fileno())
             sock.close()
-        if process is not None:
-            await anyio.to_thread.run_sync(self._wait_for, process)
+        with anyio.CancelScope(shield=True):  # never leave a zombie behind
+            while self._process is not None or self._ending:
+                process = self._process or self._ending[-1]
+                await anyio.to_thread.run_sync(self._wait_for, process)
+                if process is self._process:
+                    self._process = None
+                else:
+                    self._ending.pop()
 
     def _wait_for(self, process: subprocess.Popen[bytes]) -> None:
         try:
@@ -440,6 +537,29 @@ class _WriterProcess:
             log.error("store %s: the writer process did not stop: killed", self._store.path)
             process.kill()
             process.wait()
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with every subclass of str, int, float, bytes or tuple made the base
+    type (marshal sends exact types only); anything else it cannot send stays, to fail."""
+    kind = type(value)
+    if kind in (tuple, list, set, frozenset):
+        return kind(_plain(item) for item in value)
+    if isinstance(value, dict):
+        return {_plain(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, tuple):  # a named tuple
+        return tuple(_plain(item) for item in value)
+    if isinstance(value, str):
+        return str.__str__(value)  # an exact str, where str() would call the subclass's
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, bytes):
+        return bytes(value)
+    return value
 
 
 class SQLiteStore(Store):

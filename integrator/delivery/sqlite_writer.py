@@ -321,6 +321,8 @@ def remember(
 
     A row of ``seen`` holds ``LEN:KEY:OWNER`` (the length makes the prefix
     unambiguous), so one range scan of the primary key finds a key's rows."""
+    if sweep:  # first: a key seen before returns early, and the sweep must still run
+        conn.execute("DELETE FROM seen WHERE route = ? AND at < ?", (scope, now - window))
     prefix = f"{len(key)}:{key}:"
     end = prefix[:-1] + ";"  # the first string after every one that starts with prefix
     span = (scope, prefix, end)
@@ -332,8 +334,6 @@ def remember(
     if rows:
         conn.execute(f"DELETE FROM seen {where}", span)
     conn.execute("INSERT INTO seen VALUES (?, ?, ?)", (scope, prefix + owner, now))
-    if sweep:
-        conn.execute("DELETE FROM seen WHERE route = ? AND at < ?", (scope, now - window))
     return True, 0
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import enum
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
@@ -855,3 +857,34 @@ async def test_closing_commits_a_stage_write_still_lingering(
         assert reopened.pending() == 0
     finally:
         await reopened.close()
+
+
+async def test_a_message_id_of_a_str_subclass_is_stored_as_its_text(store: SQLiteStore) -> None:
+    class Kind(enum.StrEnum):
+        ORDER = "order-1"
+
+    await store.enqueue("r", [Message(body=1, id=Kind.ORDER)])
+    with sqlite3.connect(store.path) as conn:
+        assert conn.execute("SELECT msg_id FROM inbox").fetchall() == [("order-1",)]
+
+
+async def test_a_message_id_the_store_cannot_hold_fails_its_write_and_the_store_goes_on(
+    store: SQLiteStore,
+) -> None:
+    with pytest.raises(StoreError):
+        await store.enqueue("r", [Message(body=1, id=uuid.uuid4())])  # type: ignore[arg-type]
+    await store.enqueue("r", [Message(body=2, id="next")])
+    assert store.pending() == 1
+
+
+async def test_expired_remembered_keys_are_swept_even_when_the_sweeping_call_is_a_repeat(
+    store: SQLiteStore,
+) -> None:
+    assert await store.remember("s", "old", 0.5)
+    await anyio.sleep(0.6)  # "old" has expired
+    assert await store.remember("s", "new", 0.5)
+    store.__dict__["_remember_sweeps"]["s"] = 0.0  # the next call sweeps
+    assert not await store.remember("s", "new", 0.5)  # a repeat: it returns early
+    with sqlite3.connect(store.path) as conn:
+        keys = [key for (key,) in conn.execute("SELECT msg_id FROM seen WHERE route = 's'")]
+    assert keys == ["3:new:"]

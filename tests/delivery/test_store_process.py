@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
 import pytest
 
+from integrator.delivery import sqlite as sqlite_store
 from integrator.delivery import sqlite_writer
 from integrator.delivery.sqlite import SQLiteOptions, SQLiteStore
 from integrator.errors import StoreError
@@ -180,3 +182,44 @@ async def test_a_write_that_raises_in_the_writer_process_fails_only_its_batch(
     finally:
         await store.close()
     assert "Traceback" in capfd.readouterr().err  # the writer's own report, for the journal
+
+
+async def test_a_writer_process_that_died_unseen_gets_the_batch_sent_to_the_next(
+    store: SQLiteStore,
+) -> None:
+    pid = writer_pid(store)
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while is_running(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)  # noqa: ASYNC251  # blocking: the loop must not see it end
+    batch = sqlite_store._Batch()
+    batch.inbox.append(("r", "a", encode(Message(body=1, id="a")), 0.0))
+    committed = anyio.Event()
+    assert store._process is not None
+    store._process.submit(batch, committed.set)  # at once, as the loop has not looked
+    await committed.wait()
+    assert batch.error is None and batch.outcome is not None
+    assert writer_pid(store) != pid
+    with sqlite3.connect(store.path) as conn:
+        assert conn.execute("SELECT msg_id FROM inbox").fetchall() == [("a",)]
+
+
+async def test_a_writer_process_that_cannot_restart_fails_writes_and_waits_before_trying_again(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    real = sqlite_writer.__file__
+    monkeypatch.setattr(sqlite_writer, "__file__", str(tmp_path / "missing.py"))
+    os.kill(writer_pid(store), signal.SIGKILL)
+    await anyio.sleep(0.2)  # the loop sees its socket close
+    with pytest.raises(StoreError, match="writer process ended as it started"):
+        await store.enqueue("r", [Message(body=1)])
+    spawned = []
+    monkeypatch.setattr(store._process, "_spawn", lambda: spawned.append(True))
+    with pytest.raises(StoreError, match=r"could not start .*the next try is in"):
+        await store.enqueue("r", [Message(body=2)])
+    assert spawned == []  # failed at once: no new process for every write
+    monkeypatch.undo()
+    assert sqlite_writer.__file__ == real
+    store._process._no_start_until = 0.0  # type: ignore[union-attr]  # the wait is over
+    await store.enqueue("r", [Message(body=3, id="after")])
+    assert [item.message.id for item in await store.inbox_after("r", 0, 10)] == ["after"]
