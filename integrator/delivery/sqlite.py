@@ -574,6 +574,13 @@ class SQLiteStore(Store):
     SLOW_COMMIT = 0.005
     SLOW_COMMIT_WEIGHT = 0.1
     SLOW_DISK_PAUSE = 60.0
+    #: ``commit_on = "loop"`` or ``"process"``: above this many pending rows (inbox and
+    #: deliveries; under an intake-only load the store holds about 64, delivering to
+    #: a sink at full speed about 200) a batch waits ``BACKLOG_DELAY_PER_ROW`` seconds
+    #: per row over it before its commit, at most ``BACKLOG_DELAY_MAX`` (see _later).
+    BACKLOG_FROM = 250
+    BACKLOG_DELAY_PER_ROW = 0.000_02
+    BACKLOG_DELAY_MAX = 0.005
 
     def __init__(self, options: SQLiteOptions | None, state_dir: Path) -> None:
         self.options = options or SQLiteOptions()
@@ -749,20 +756,35 @@ class SQLiteStore(Store):
         """Begin committing the open batch (no other commit runs)."""
         self._in_flight = batch
         if self._process is not None:
-            # As on the loop: writers woken by this turn's I/O join the batch first.
-            assert self._loop is not None  # set with the process, at open
-            self._loop.call_soon(self._loop.call_soon, self._submit, batch)
+            self._later(self._submit, batch)
         elif self._committer is None:
             finished = self._seal(batch)
             batch.error = StoreError(f"the store at {self.path} is closed")
             finished()
         elif self.options.commit_on == "loop" and time.monotonic() >= self._off_loop_until:
-            # The batch stays open for two more turns of the loop, so the writers
-            # already woken by this turn's I/O join it instead of the next one.
-            assert self._loop is not None  # set with the committer, at open
-            self._loop.call_soon(self._loop.call_soon, self._commit_on_loop, batch)
+            self._later(self._commit_on_loop, batch)
         else:
             self._to_thread(batch, self._seal(batch))
+
+    def _later(self, commit: Callable[[_Batch], None], batch: _Batch) -> None:
+        """``commit_on = "loop"`` or ``"process"``: the batch stays open for two more
+        turns of the loop, so the writers already woken by this turn's I/O join it
+        instead of the next one; longer while the sinks fall behind.
+
+        Why the wait grows with the backlog: these commits never hold intake up, so
+        under overload each turn of the loop lets every sender through, while a sink
+        delivers only its ``concurrency`` at a time: intake took the loop from the
+        sinks and they delivered half as much (docs/performance.md, *The writer in its
+        own process*). Waiting like a commit on the writer thread does, only while the
+        store holds more than ``BACKLOG_FROM`` rows, gives the sinks their share.
+        """
+        assert self._loop is not None  # set with the committer or the process, at open
+        over = self._pending - self.BACKLOG_FROM
+        if over > 0:
+            delay = min(over * self.BACKLOG_DELAY_PER_ROW, self.BACKLOG_DELAY_MAX)
+            self._loop.call_later(delay, commit, batch)
+        else:
+            self._loop.call_soon(self._loop.call_soon, commit, batch)
 
     def _seal(self, batch: _Batch) -> Callable[[], None]:
         """Close ``batch`` to new writes (they join a new open batch); returns the call

@@ -223,3 +223,25 @@ async def test_a_writer_process_that_cannot_restart_fails_writes_and_waits_befor
     store._process._no_start_until = 0.0  # type: ignore[union-attr]  # the wait is over
     await store.enqueue("r", [Message(body=3, id="after")])
     assert [item.message.id for item in await store.inbox_after("r", 0, 10)] == ["after"]
+
+
+@pytest.mark.parametrize("commit_on", ["process", "loop"])
+async def test_while_the_sinks_fall_behind_a_batch_waits_longer_before_its_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, commit_on: str
+) -> None:
+    store = SQLiteStore(SQLiteOptions(commit_on=commit_on), tmp_path)  # type: ignore[arg-type]
+    monkeypatch.setattr(store, "BACKLOG_FROM", 10)
+    monkeypatch.setattr(store, "BACKLOG_DELAY_PER_ROW", 0.01)
+    monkeypatch.setattr(store, "BACKLOG_DELAY_MAX", 0.2)
+    await store.open()
+    try:
+        await store.enqueue("r", [Message(body=n) for n in range(15)])  # no backlog yet
+        started = time.monotonic()
+        await store.enqueue("r", [Message(body=1)])  # 5 rows over: 50 ms
+        assert time.monotonic() - started >= 0.05
+        await store.enqueue("r", [Message(body=n) for n in range(1000)])
+        started = time.monotonic()
+        await store.enqueue("r", [Message(body=1)])  # 1,006 over: 10 s, but at most 0.2
+        assert 0.2 <= time.monotonic() - started < 5
+    finally:
+        await store.close()
