@@ -119,9 +119,11 @@ class SQLiteOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: Where commits run: "thread" (the store's writer thread: the event loop never
     #: waits for the disk), "loop" (the event loop itself: more throughput per core
     #: where an fsync is quick, but each commit pauses the whole daemon for its fsync)
-    #: or "process" (a writer process of its own: the loop neither waits for the disk
-    #: nor shares the GIL with the writer, and the commits use a second core).
-    commit_on: Literal["thread", "loop", "process"] = "thread"
+    #: "process" (a writer process of its own: the loop neither waits for the disk
+    #: nor shares the GIL with the writer, and the commits use a second core) or
+    #: "auto" (the writer thread, and the writer process while commits keep the
+    #: thread busy: see SQLiteStore.AUTO_BUSY).
+    commit_on: Literal["thread", "loop", "process", "auto"] = "thread"
 
 
 log = logging.getLogger("integrator.store")
@@ -328,6 +330,33 @@ class _WriterProcess:
         finally:
             self._started = None
 
+    def launch(self) -> None:
+        """Start the process without waiting (``commit_on = "auto"``): batches go to it
+        once it is ``ready``."""
+        self._spawn()
+
+    @property
+    def ready(self) -> bool:
+        """The process runs and has opened the database."""
+        return self._ready
+
+    @property
+    def alive(self) -> bool:
+        """The process is starting or running (not ended since its last start)."""
+        return self._sock is not None
+
+    def retire(self) -> None:
+        """End the process with no batch in hand (``commit_on = "auto"``, quiet again):
+        it stops at the end of its socket, and is reaped by ``stop``."""
+        assert self._waiting is None, "a batch is in the process's hands"
+        sock, self._sock, self._ready = self._sock, None, False
+        if sock is not None:
+            self._loop.remove_reader(sock.fileno())
+            sock.close()
+        if self._process is not None:
+            self._ending.append(self._process)
+            self._process = None
+
     def _spawn(self) -> None:
         self._reap()
         ours, theirs = socket.socketpair()
@@ -515,6 +544,11 @@ class _WriterProcess:
     def _reap(self) -> None:
         self._ending = [process for process in self._ending if process.poll() is None]
 
+    def reaped(self) -> bool:
+        """Retired, and every process it started has ended and been waited for."""
+        self._reap()
+        return self._sock is None and self._process is None and not self._ending
+
     async def stop(self) -> None:
         """End the process after its last commit: it stops at the end of its socket."""
         sock, self._sock = self._sock, None
@@ -581,6 +615,17 @@ class SQLiteStore(Store):
     BACKLOG_FROM = 250
     BACKLOG_DELAY_PER_ROW = 0.000_02
     BACKLOG_DELAY_MAX = 0.005
+    #: ``commit_on = "auto"``: when commits kept the writer thread busy (a commit in
+    #: flight) for at least ``AUTO_BUSY`` of each of ``AUTO_BUSY_SECONDS`` seconds in a
+    #: row, the writer process starts, and takes the commits once it is ready. It ends
+    #: when its commits were in flight less than ``AUTO_QUIET`` of the last
+    #: ``AUTO_QUIET_SECONDS``. So a quiet daemon keeps one process (no 13 MB for an
+    #: idle writer), and a busy one gets the writer process's throughput.
+    AUTO_BUSY = 0.5
+    AUTO_BUSY_SECONDS = 2
+    AUTO_WINDOW = 1.0  # seconds: how long each judged window of the writer thread lasts
+    AUTO_QUIET = 0.1
+    AUTO_QUIET_SECONDS = 60.0
 
     def __init__(self, options: SQLiteOptions | None, state_dir: Path) -> None:
         self.options = options or SQLiteOptions()
@@ -593,7 +638,17 @@ class SQLiteStore(Store):
         #: ``commit_on = "loop"`` it takes only the batches that must wait for a lock.
         self._committer: _CommitThread | None = None
         self._checkpointer: _Checkpointer | None = None  # commit_on = "loop" only
-        self._process: _WriterProcess | None = None  # commit_on = "process" only
+        #: commit_on = "process"; with "auto", while the store is busy.
+        self._process: _WriterProcess | None = None
+        self._retired: list[_WriterProcess] = []  # "auto": ended, not yet reaped
+        # "auto": the time commits were in flight (seconds, monotonic), and the windows
+        # that judge it.
+        self._flight_started = 0.0
+        self._busy_total = 0.0
+        self._window = (0.0, 0.0)  # (start, busy_total then)
+        self._busy_windows = 0
+        self._quiet_timer: asyncio.TimerHandle | None = None
+        self._quiet_since = 0.0  # busy_total when the quiet check last looked
         self._batch = _Batch()  # the open batch: writes join it until its commit starts
         self._in_flight: _Batch | None = None  # the batch being committed
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop it was opened on
@@ -622,8 +677,9 @@ class SQLiteStore(Store):
                 await anyio.to_thread.run_sync(self._close_connections)
                 raise
             self._process = process
-        elif self.options.commit_on == "thread":
+        elif self.options.commit_on in ("thread", "auto"):
             self._committer = _CommitThread(lambda batch: self._commit(batch))
+            self._window = (time.monotonic(), self._busy_total)
         else:
             self._committer = _CommitThread(lambda batch: self._commit_waiting(batch))
 
@@ -673,9 +729,14 @@ class SQLiteStore(Store):
         committer, self._committer = self._committer, None
         if committer is not None:
             await anyio.to_thread.run_sync(committer.stop)
-        process, self._process = self._process, None
-        if process is not None:
-            await process.stop()
+        if self._quiet_timer is not None:
+            self._quiet_timer.cancel()
+            self._quiet_timer = None
+        processes, self._retired = [*self._retired, self._process], []
+        self._process = None
+        for process in processes:
+            if process is not None:
+                await process.stop()
         checkpointer, self._checkpointer = self._checkpointer, None
         if checkpointer is not None:
             await anyio.to_thread.run_sync(checkpointer.stop)
@@ -755,7 +816,13 @@ class SQLiteStore(Store):
     def _start(self, batch: _Batch) -> None:
         """Begin committing the open batch (no other commit runs)."""
         self._in_flight = batch
-        if self._process is not None:
+        self._flight_started = time.monotonic()
+        process = self._process
+        if process is not None and self.options.commit_on == "auto" and not process.ready:
+            if not process.alive:  # it died: the writer thread again, until busy again
+                self._retire_process()
+            process = None  # starting: the writer thread meanwhile
+        if process is not None:
             self._later(self._submit, batch)
         elif self._committer is None:
             finished = self._seal(batch)
@@ -795,6 +862,70 @@ class SQLiteStore(Store):
         # to the garbage collector (with every row of the batch).
         follow_ups, batch.after = batch.after, []
         return partial(self._finished, batch, follow_ups)
+
+    def _judge_window(self) -> None:
+        """``commit_on = "auto"``, on the writer thread: start the writer process once
+        commits have kept the thread busy long enough (see AUTO_BUSY)."""
+        now = time.monotonic()
+        start, busy_then = self._window
+        self._reap_retired()
+        if now - start < self.AUTO_WINDOW:
+            return
+        busy = (self._busy_total - busy_then) / max(now - start, 1e-9)
+        self._busy_windows = self._busy_windows + 1 if busy >= self.AUTO_BUSY else 0
+        self._window = (now, self._busy_total)
+        if self._busy_windows < self.AUTO_BUSY_SECONDS:
+            return
+        self._busy_windows = 0
+        assert self._loop is not None  # set at open
+        process = _WriterProcess(self, self._loop, self._others_wrote)
+        try:
+            process.launch()
+        except OSError as err:
+            log.warning("store %s: cannot start the writer process: %s", self.path, err)
+            return
+        log.info(
+            "store %s: commits kept the writer thread busy (%.0f %% of the last second):"
+            " a writer process takes them from here",
+            self.path,
+            busy * 100,
+        )
+        self._process = process
+        self._quiet_since = self._busy_total
+        self._quiet_timer = self._loop.call_later(self.AUTO_QUIET_SECONDS, self._judge_quiet)
+
+    def _judge_quiet(self) -> None:
+        """``commit_on = "auto"``, every AUTO_QUIET_SECONDS while the writer process
+        runs: end it when its commits were quiet (back to the writer thread)."""
+        assert self._loop is not None
+        self._quiet_timer = None
+        busy = (self._busy_total - self._quiet_since) / self.AUTO_QUIET_SECONDS
+        self._quiet_since = self._busy_total
+        if busy >= self.AUTO_QUIET or self._in_flight is not None:
+            self._quiet_timer = self._loop.call_later(self.AUTO_QUIET_SECONDS, self._judge_quiet)
+            return
+        log.info(
+            "store %s: commits quiet (%.1f %% of the last %.0f s): the writer thread takes"
+            " them again",
+            self.path,
+            busy * 100,
+            self.AUTO_QUIET_SECONDS,
+        )
+        self._retire_process()
+
+    def _reap_retired(self) -> None:
+        self._retired = [process for process in self._retired if not process.reaped()]
+
+    def _retire_process(self) -> None:
+        self._reap_retired()
+        process, self._process = self._process, None
+        if self._quiet_timer is not None:
+            self._quiet_timer.cancel()
+            self._quiet_timer = None
+        if process is not None:
+            process.retire()
+            self._retired.append(process)
+        self._window, self._busy_windows = (time.monotonic(), self._busy_total), 0
 
     def _submit(self, batch: _Batch) -> None:
         assert self._process is not None
@@ -856,6 +987,10 @@ class SQLiteStore(Store):
         """On the loop, as the commit ends: the writers' bookkeeping, in commit order,
         then the next batch's commit if a writer waits for it, then the writers."""
         self._in_flight = None
+        if self.options.commit_on == "auto":
+            self._busy_total += time.monotonic() - self._flight_started
+            if self._process is None:
+                self._judge_window()
         try:
             if batch.error is None:
                 if self._checkpointer is not None:

@@ -25,10 +25,14 @@ from integrator.errors import StoreError
 from integrator.message import Message
 
 
-@pytest.fixture(params=["thread", "loop", "process"])
+@pytest.fixture(params=["thread", "loop", "process", "auto"])
 async def store(tmp_path: Path, request: pytest.FixtureRequest):
-    """The store with commits on its writer thread, on the loop, and in a writer process."""
+    """The store with commits on its writer thread, on the loop, in a writer process,
+    and ``"auto"``, made to move from the thread to the process after its first commit
+    (so its tests cross the switch)."""
     store = SQLiteStore(SQLiteOptions(commit_on=request.param), tmp_path)
+    if request.param == "auto":
+        store.AUTO_WINDOW, store.AUTO_BUSY, store.AUTO_BUSY_SECONDS = 0.0, 0.0, 1
     await store.open()
     yield store
     await store.close()

@@ -21,6 +21,7 @@ from integrator.delivery import sqlite_writer
 from integrator.delivery.sqlite import SQLiteOptions, SQLiteStore
 from integrator.errors import StoreError
 from integrator.message import Message, encode
+from integrator.testing.waiting import eventually
 
 
 @pytest.fixture
@@ -245,3 +246,101 @@ async def test_while_the_sinks_fall_behind_a_batch_waits_longer_before_its_commi
         assert 0.2 <= time.monotonic() - started < 5
     finally:
         await store.close()
+
+
+@pytest.fixture
+async def auto_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    """``commit_on = "auto"``, judging every commit: busy from its first one."""
+    store = SQLiteStore(SQLiteOptions(commit_on="auto"), tmp_path)
+    store.AUTO_WINDOW, store.AUTO_BUSY, store.AUTO_BUSY_SECONDS = 0.0, 0.0, 1
+    await store.open()
+    yield store
+    await store.close()
+
+
+def count_commits_in_the_daemon(store: SQLiteStore) -> list[int]:
+    """How many batches the writer thread committed, as a list that keeps counting."""
+    counted = [0]
+    commit = store._commit
+
+    def counting(batch, **kw) -> bool:  # type: ignore[no-untyped-def]
+        counted[0] += 1
+        return commit(batch, **kw)
+
+    store._commit = counting  # type: ignore[method-assign]
+    return counted
+
+
+async def test_auto_moves_commits_from_the_thread_to_a_writer_process_and_loses_nothing(
+    auto_store: SQLiteStore,
+) -> None:
+    store = auto_store
+    in_daemon = count_commits_in_the_daemon(store)
+    ids = [f"m{n}" for n in range(300)]
+    for chunk in range(0, 300, 10):  # writes keep coming while the process starts
+        async with anyio.create_task_group() as tg:
+            for msg_id in ids[chunk : chunk + 10]:
+                tg.start_soon(store.enqueue, "r", [Message(body=1, id=msg_id)])
+        await anyio.sleep(0.005)
+    assert store._process is not None and store._process.ready
+    on_thread = in_daemon[0]
+    assert 0 < on_thread < 30  # the first commits, while the process started
+    await store.enqueue("r", [Message(body=1, id="last")])
+    assert in_daemon[0] == on_thread  # the process took it
+    stored = [item.message.id for item in await store.inbox_after("r", 0, 1000)]
+    assert stored == [*ids, "last"]
+    assert store.pending() == 301
+
+
+async def test_auto_gives_the_commits_back_to_the_thread_when_quiet(
+    auto_store: SQLiteStore,
+) -> None:
+    store = auto_store
+    await store.enqueue("r", [Message(body=1, id="a")])
+    await eventually_ready(store)
+    await store.enqueue("r", [Message(body=1, id="b")])  # in the process
+    process = store._process._process  # type: ignore[union-attr]
+    store.AUTO_QUIET, store.AUTO_BUSY = 1.0, 2.0  # quiet now, and never busy again
+    store._judge_quiet()
+    assert store._process is None
+    in_daemon = count_commits_in_the_daemon(store)
+    await store.enqueue("r", [Message(body=1, id="c")])
+    assert in_daemon[0] == 1
+    assert [i.message.id for i in await store.inbox_after("r", 0, 10)] == ["a", "b", "c"]
+    assert store.pending() == 3
+    assert process is not None and process.wait(timeout=5) == 0  # ended at its socket's end
+
+
+async def test_auto_after_its_writer_process_dies_commits_go_back_to_the_thread(
+    auto_store: SQLiteStore,
+) -> None:
+    store = auto_store
+    await store.enqueue("r", [Message(body=1, id="a")])
+    await eventually_ready(store)
+    store.AUTO_BUSY = 2.0  # never busy again: the thread keeps the commits
+    os.kill(writer_pid(store), signal.SIGKILL)
+    await anyio.sleep(0.2)  # the loop sees its socket close
+    await store.enqueue("r", [Message(body=1, id="b")])
+    assert store._process is None
+    assert [i.message.id for i in await store.inbox_after("r", 0, 10)] == ["a", "b"]
+
+
+async def test_auto_starts_no_process_while_commits_leave_the_thread_mostly_idle(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(SQLiteOptions(commit_on="auto"), tmp_path)
+    store.AUTO_WINDOW, store.AUTO_BUSY_SECONDS = 0.05, 1
+    await store.open()
+    try:
+        for n in range(8):  # one commit every 50 ms: the thread is busy a few % of it
+            await store.enqueue("r", [Message(body=n)])
+            await anyio.sleep(0.05)
+        assert store._process is None
+    finally:
+        await store.close()
+
+
+async def eventually_ready(store: SQLiteStore) -> None:
+    await eventually(
+        lambda: store._process is not None and store._process.ready, "the writer process"
+    )
