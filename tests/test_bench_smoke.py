@@ -85,11 +85,11 @@ def test_nothing_acknowledged_was_lost(smoke: dict[str, Any]) -> None:
     ingest = _scenario(smoke, "ingest")
     details = ingest["details"]
     assert details["stored_during_load"] >= details["integrator"]["ok"] > 0
-    for where in ("loop", "process"):
+    for where in ("thread", "process"):
         stored = details[f"stored_during_load_commit_on_{where}"]
         assert stored >= details[f"commit_on_{where}"]["ok"] > 0
     e2e = _scenario(smoke, "e2e")["details"]
-    for daemon in ("integrator", "commit_on_loop", "commit_on_process"):
+    for daemon in ("integrator", "commit_on_thread", "commit_on_process"):
         assert e2e[daemon]["delivered"] >= e2e[daemon]["ok"] > 0
     backlog = _scenario(smoke, "backlog")["details"]
     assert backlog["drained"] and backlog["left"] == 0

@@ -25,7 +25,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def write_config(tmp_path: Path, port: int, commit_on: str = "thread") -> Path:
+def write_config(tmp_path: Path, port: int, commit_on: str = "auto") -> Path:
     config = tmp_path / "integrator.toml"
     config.write_text(
         f"""
@@ -115,7 +115,14 @@ def delivered_ids(path: Path) -> list[str]:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize(
     ("kill_after", "commit_on"),
-    [(150, "thread"), (900, "thread"), (1800, "thread"), (900, "loop"), (900, "process")],
+    [
+        (150, "auto"),
+        (900, "auto"),
+        (1800, "auto"),
+        (900, "thread"),
+        (900, "loop"),
+        (900, "process"),
+    ],
 )
 async def test_every_acknowledged_webhook_survives_kill_9(
     tmp_path: Path, daemon_process, kill_after: int, commit_on: str

@@ -11,10 +11,11 @@ from bench.procs import Usage, UsageMeter
 from bench.profiling import Profile
 from bench.settings import Settings
 
-#: The store's options measured beside the default in scenarios 1 and 2, each in a
-#: daemon of its own: where commits run (docs/configuration.md, ``commit_on``).
+#: The store's options measured beside the default (``"auto"``) in scenarios 1 and 2,
+#: each in a daemon of its own: where commits run (docs/configuration.md,
+#: ``commit_on``): always on the writer thread, always in the writer process.
 COMMIT_ON: dict[str, dict[str, Any]] = {
-    where: {"store": {"options": {"commit_on": where}}} for where in ("loop", "process")
+    where: {"store": {"options": {"commit_on": where}}} for where in ("thread", "process")
 }
 
 

@@ -13,10 +13,9 @@ p50/p99 of send-to-arrival. The baseline is a bare aiohttp relay that decodes th
 JSON and POSTs it to the same receiver before answering: HTTP in, HTTP out,
 nothing durable, no transforms.
 
-Two more daemons, with ``[store.options] commit_on = "loop"`` and ``"process"``
-and their sinks at ``concurrency`` 64 (the relay's pool), are saturated after the
-first: commits that do not hold intake up give it a larger share of the loop, which
-a sink at 16 in flight cannot match (docs/performance.md, *Commits on the loop*).
+Two more daemons, with ``[store.options] commit_on = "thread"`` and ``"process"``
+(the default, ``"auto"``, moves from the one to the other under load), are
+saturated after the first, with the same route.
 """
 
 from __future__ import annotations
@@ -38,8 +37,6 @@ from bench.settings import Settings
 PATH = "/hooks/e2e"
 #: In-flight deliveries of the daemon's http sink (the default is 8).
 SINK_CONCURRENCY = 16
-#: The option daemons': as many as the senders, like the relay's pool.
-OPTION_SINK_CONCURRENCY = 64
 
 #: Targets from the issue.
 DELIVERED_PER_SECOND = 5000.0
@@ -120,7 +117,7 @@ def run(settings: Settings) -> Scenario:
         finally:
             daemon.stop()
         options: dict[str, Flow] = {}
-        routes = e2e_routes(target, OPTION_SINK_CONCURRENCY)
+        routes = e2e_routes(target)
         for where, config in COMMIT_ON.items():
             daemon = start_daemon(f"e2e-{where}", routes, workdir, extra=config)
             try:
@@ -154,7 +151,7 @@ def run(settings: Settings) -> Scenario:
     scenario.add("CPU per message", ours.cpu_us_per_message, base.cpu_us_per_message, "us")
     rss = scenario.add("RSS peak", ours.usage.rss_peak_mb, base.usage.rss_peak_mb, "MB")
     rss.ratio = None
-    labels = {where: f'commit_on = "{where}", sink {OPTION_SINK_CONCURRENCY}' for where in options}
+    labels = {where: f'commit_on = "{where}"' for where in options}
     for where, flow in options.items():
         on = labels[where]
         scenario.add(f"{on}: delivered/s", flow.delivered_per_second, base.delivered_per_second)

@@ -9,9 +9,10 @@ no delivery competes with intake for the one event loop. The baseline is a bare
 aiohttp handler in its own process that reads the body and answers 202. Both get
 the same pre-signed request from the same generator at the same concurrency.
 
-Two more daemons, identical but for ``[store.options] commit_on = "loop"`` and
-``"process"``, take their turns beside them: the options' rows show what commits on
-the event loop, or in a writer process of their own, gain here.
+Two more daemons, identical but for ``[store.options] commit_on = "thread"`` and
+``"process"``, take their turns beside them: the default, ``"auto"``, commits on the
+writer thread and moves to the writer process under load; the options' rows show
+each alone.
 """
 
 from __future__ import annotations
@@ -106,9 +107,9 @@ def run(settings: Settings) -> Scenario:
         f"route chain = drop (file sink never called); store synchronous=FULL"
     )
     scenario.notes.append(
-        'commit_on = "loop" / "process": the same daemon with its commits on the event '
-        "loop / in a writer process (docs/configuration.md), in the same turns; their "
-        "event loop threads "
+        'commit_on = "thread" / "process": the same daemon with its commits always on the '
+        "writer thread / in the writer process (docs/configuration.md), in the same turns;"
+        " their event loop threads "
         + " / ".join(f"{measured[where].usage.loop_percent:.0f} %" for where in COMMIT_ON)
         + " of a core (a writer process's CPU and RSS count as the daemon's)"
     )

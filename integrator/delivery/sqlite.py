@@ -123,7 +123,7 @@ class SQLiteOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: nor shares the GIL with the writer, and the commits use a second core) or
     #: "auto" (the writer thread, and the writer process while commits keep the
     #: thread busy: see SQLiteStore.AUTO_BUSY).
-    commit_on: Literal["thread", "loop", "process", "auto"] = "thread"
+    commit_on: Literal["thread", "loop", "process", "auto"] = "auto"
 
 
 log = logging.getLogger("integrator.store")
