@@ -39,7 +39,19 @@ def build_registry(daemon: Daemon, sampler: Sampler) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DaemonCollector(daemon, sampler))
     ProcessCollector(registry=registry)
+    # The store's writer process (commit_on = "auto" under load, or "process"): the
+    # same figures, as integrator_store_writer_process_*, while it runs.
+    ProcessCollector(
+        namespace="integrator_store_writer", pid=lambda: _store_helper(daemon), registry=registry
+    )
     return registry
+
+
+def _store_helper(daemon: Daemon) -> int | str:
+    """The store's own process, or a name /proc has none of (then nothing is reported)."""
+    services = daemon.services
+    pid = None if services is None else services.store.helper_pid()
+    return "no-such-process" if pid is None else pid
 
 
 def _bound(value: float) -> str:

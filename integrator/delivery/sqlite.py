@@ -341,6 +341,11 @@ class _WriterProcess:
         return self._ready
 
     @property
+    def pid(self) -> int | None:
+        """The running process's pid (None between one that ended and the next)."""
+        return None if self._process is None else self._process.pid
+
+    @property
     def alive(self) -> bool:
         """The process is starting or running (not ended since its last start)."""
         return self._sock is not None
@@ -1142,6 +1147,10 @@ class SQLiteStore(Store):
 
     def pending(self) -> int:
         return self._pending
+
+    def helper_pid(self) -> int | None:
+        process = self._process
+        return None if process is None else process.pid
 
     # -- route stage -----------------------------------------------------------------------
 

@@ -110,6 +110,11 @@ class Store(abc.ABC):
         from (or None): a store may keep that text instead of encoding the body again.
         """
 
+    def helper_pid(self) -> int | None:
+        """A process of the store's own that runs now (the SQLite store's writer
+        process), whose CPU and memory the metrics report; None when there is none."""
+        return None
+
     @abc.abstractmethod
     def pending(self) -> int:
         """How many inbox items and deliveries wait in the store (for backpressure).

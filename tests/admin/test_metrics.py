@@ -179,3 +179,28 @@ async def test_each_daemon_has_its_own_registry(run_route, tmp_path: Path) -> No
         samples = await scrape(second)
         assert second.services.shared["admin"].registry is not first_registry
     assert samples[("integrator_messages_received_total", (("route", "ticks"),))] == 4
+
+
+def store_on(commit_on: str, out: Path) -> str:
+    return f'[store.options]\ncommit_on = "{commit_on}"\n' + routes(out)
+
+
+async def test_the_store_writer_process_reports_its_own_cpu_and_memory(
+    run_route, tmp_path: Path
+) -> None:
+    async with run_route(store_on("process", tmp_path / "out.jsonl"), Components()) as d:
+        await d.wait_delivered("ticks", 4)
+        samples = await scrape(d)
+    rss = samples[("integrator_store_writer_process_resident_memory_bytes", ())]
+    assert 1_000_000 < rss < 100_000_000
+    assert rss != samples[("process_resident_memory_bytes", ())]  # not the daemon's
+    assert samples[("integrator_store_writer_process_cpu_seconds_total", ())] > 0
+
+
+async def test_without_a_writer_process_there_are_no_writer_metrics(
+    run_route, tmp_path: Path
+) -> None:
+    async with run_route(store_on("thread", tmp_path / "out.jsonl"), Components()) as d:
+        await d.wait_delivered("ticks", 4)
+        samples = await scrape(d)
+    assert not [name for name, _ in samples if name.startswith("integrator_store_writer")]
