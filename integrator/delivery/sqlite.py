@@ -629,6 +629,9 @@ class SQLiteStore(Store):
     AUTO_BUSY = 0.5
     AUTO_BUSY_SECONDS = 2
     AUTO_WINDOW = 1.0  # seconds: how long each judged window of the writer thread lasts
+    #: Seconds the writer thread keeps the commits after a writer process that died
+    #: or could not start.
+    AUTO_RELAUNCH_PAUSE = 60.0
     AUTO_QUIET = 0.1
     AUTO_QUIET_SECONDS = 60.0
 
@@ -654,6 +657,8 @@ class SQLiteStore(Store):
         self._busy_windows = 0
         self._quiet_timer: asyncio.TimerHandle | None = None
         self._quiet_since = 0.0  # busy_total when the quiet check last looked
+        self._reap_timer: asyncio.TimerHandle | None = None
+        self._no_launch_until = 0.0  # monotonic
         self._batch = _Batch()  # the open batch: writes join it until its commit starts
         self._in_flight: _Batch | None = None  # the batch being committed
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop it was opened on
@@ -731,14 +736,16 @@ class SQLiteStore(Store):
             in_flight = self._in_flight
             if in_flight is not None:
                 await self._until_committed(in_flight)
+        # Detached at once: a write that comes now fails as closed, none starts a commit.
         committer, self._committer = self._committer, None
-        if committer is not None:
-            await anyio.to_thread.run_sync(committer.stop)
-        if self._quiet_timer is not None:
-            self._quiet_timer.cancel()
-            self._quiet_timer = None
         processes, self._retired = [*self._retired, self._process], []
         self._process = None
+        for timer in (self._quiet_timer, self._reap_timer):
+            if timer is not None:
+                timer.cancel()
+        self._quiet_timer = self._reap_timer = None
+        if committer is not None:
+            await anyio.to_thread.run_sync(committer.stop)
         for process in processes:
             if process is not None:
                 await process.stop()
@@ -824,8 +831,8 @@ class SQLiteStore(Store):
         self._flight_started = time.monotonic()
         process = self._process
         if process is not None and self.options.commit_on == "auto" and not process.ready:
-            if not process.alive:  # it died: the writer thread again, until busy again
-                self._retire_process()
+            if not process.alive:  # it died: the writer thread again, for a while
+                self._retire_process(failed=True)
             process = None  # starting: the writer thread meanwhile
         if process is not None:
             self._later(self._submit, batch)
@@ -869,17 +876,17 @@ class SQLiteStore(Store):
         return partial(self._finished, batch, follow_ups)
 
     def _judge_window(self) -> None:
-        """``commit_on = "auto"``, on the writer thread: start the writer process once
-        commits have kept the thread busy long enough (see AUTO_BUSY)."""
+        """``commit_on = "auto"``, on the loop after each commit on the writer thread:
+        start the writer process once commits have kept the thread busy long enough
+        (see AUTO_BUSY)."""
         now = time.monotonic()
         start, busy_then = self._window
-        self._reap_retired()
         if now - start < self.AUTO_WINDOW:
             return
         busy = (self._busy_total - busy_then) / max(now - start, 1e-9)
         self._busy_windows = self._busy_windows + 1 if busy >= self.AUTO_BUSY else 0
         self._window = (now, self._busy_total)
-        if self._busy_windows < self.AUTO_BUSY_SECONDS:
+        if self._busy_windows < self.AUTO_BUSY_SECONDS or now < self._no_launch_until:
             return
         self._busy_windows = 0
         assert self._loop is not None  # set at open
@@ -887,7 +894,14 @@ class SQLiteStore(Store):
         try:
             process.launch()
         except OSError as err:
-            log.warning("store %s: cannot start the writer process: %s", self.path, err)
+            self._no_launch_until = now + self.AUTO_RELAUNCH_PAUSE
+            log.warning(
+                "store %s: cannot start the writer process (%s): the writer thread keeps"
+                " the commits for at least %.0f s",
+                self.path,
+                err,
+                self.AUTO_RELAUNCH_PAUSE,
+            )
             return
         log.info(
             "store %s: commits kept the writer thread busy (%.0f %% of the last second):"
@@ -901,40 +915,78 @@ class SQLiteStore(Store):
 
     def _judge_quiet(self) -> None:
         """``commit_on = "auto"``, every AUTO_QUIET_SECONDS while the writer process
-        runs: end it when its commits were quiet (back to the writer thread)."""
+        runs: end it when its commits were quiet (back to the writer thread), or when
+        it has not even started by then."""
         assert self._loop is not None
         self._quiet_timer = None
+        process = self._process
+        if process is None:
+            return
         busy = (self._busy_total - self._quiet_since) / self.AUTO_QUIET_SECONDS
         self._quiet_since = self._busy_total
-        if busy >= self.AUTO_QUIET or self._in_flight is not None:
+        if not process.ready:
+            log.warning(
+                "store %s: the writer process did not start within %.0f s: the writer"
+                " thread keeps the commits",
+                self.path,
+                self.AUTO_QUIET_SECONDS,
+            )
+            self._retire_process(failed=True)
+        elif busy >= self.AUTO_QUIET or self._in_flight is not None:
             self._quiet_timer = self._loop.call_later(self.AUTO_QUIET_SECONDS, self._judge_quiet)
-            return
-        log.info(
-            "store %s: commits quiet (%.1f %% of the last %.0f s): the writer thread takes"
-            " them again",
-            self.path,
-            busy * 100,
-            self.AUTO_QUIET_SECONDS,
-        )
-        self._retire_process()
+        else:
+            log.info(
+                "store %s: commits quiet (%.1f %% of the last %.0f s): the writer thread"
+                " takes them again",
+                self.path,
+                busy * 100,
+                self.AUTO_QUIET_SECONDS,
+            )
+            self._retire_process()
 
     def _reap_retired(self) -> None:
+        """Wait for retired writer processes that have ended; look again in a second
+        while any has not (it finishes its commit first)."""
+        self._reap_timer = None
         self._retired = [process for process in self._retired if not process.reaped()]
+        if self._retired and self._loop is not None:
+            self._reap_timer = self._loop.call_later(1.0, self._reap_retired)
 
-    def _retire_process(self) -> None:
-        self._reap_retired()
+    def _retire_process(self, *, failed: bool = False) -> None:
+        """``commit_on = "auto"``: the writer thread takes the commits again. After a
+        process that died or never started, for at least AUTO_RELAUNCH_PAUSE."""
         process, self._process = self._process, None
         if self._quiet_timer is not None:
             self._quiet_timer.cancel()
             self._quiet_timer = None
         if process is not None:
-            process.retire()
+            if process.alive:
+                process.retire()
             self._retired.append(process)
+            if self._reap_timer is None:
+                self._reap_retired()
+        if failed:
+            self._no_launch_until = time.monotonic() + self.AUTO_RELAUNCH_PAUSE
         self._window, self._busy_windows = (time.monotonic(), self._busy_total), 0
 
     def _submit(self, batch: _Batch) -> None:
-        assert self._process is not None
-        self._process.submit(batch, self._seal(batch))
+        """Send a batch to the writer process, some loop turns after ``_start`` chose it."""
+        process = self._process
+        if process is not None and self.options.commit_on == "auto" and not process.alive:
+            self._retire_process(failed=True)  # it died meanwhile: the thread takes it
+            process = None
+        if process is None:  # retired, or the store is closing
+            if self._committer is not None:
+                self._to_thread(batch, self._seal(batch))
+                return
+            finished = self._seal(batch)
+            batch.error = StoreError(f"the store at {self.path} is closed")
+            finished()
+            return
+        # Judged by the time the process holds it (not the turns it waited here), as
+        # the thread's commits are.
+        self._flight_started = time.monotonic()
+        process.submit(batch, self._seal(batch))
 
     def _to_thread(self, batch: _Batch, finished: Callable[[], None]) -> None:
         assert self._committer is not None and self._loop is not None  # set at open
@@ -994,9 +1046,14 @@ class SQLiteStore(Store):
         self._in_flight = None
         if self.options.commit_on == "auto":
             self._busy_total += time.monotonic() - self._flight_started
-            if self._process is None:
-                self._judge_window()
         try:
+            if self.options.commit_on == "auto" and self._process is None:
+                try:
+                    self._judge_window()
+                except Exception:  # a bug in judging: the commit stands, the thread goes on
+                    log.error(
+                        "store %s: judging the writer thread's load", self.path, exc_info=True
+                    )
             if batch.error is None:
                 if self._checkpointer is not None:
                     self._checkpointer.wanted()

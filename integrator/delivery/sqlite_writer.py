@@ -427,9 +427,20 @@ class Writer:
         """Another connection committed (another process: ``integrator dlq replay``,
         ``purge``…): the last seq of each table, and the pending count. The count
         scans both tables, but only after another process wrote."""
+        inbox, deliveries = self.last_seqs()
+        return inbox, deliveries, count_pending(self.conn)
+
+    def last_seqs(self) -> tuple[int, int]:
+        """The last seq of the inbox and of deliveries."""
         (inbox,) = self.conn.execute("SELECT coalesce(max(seq), 0) FROM inbox").fetchone()
         (deliveries,) = self.conn.execute("SELECT coalesce(max(seq), 0) FROM deliveries").fetchone()
-        return int(inbox), int(deliveries), count_pending(self.conn)
+        return int(inbox), int(deliveries)
+
+    def look_at_first_commit(self) -> None:
+        """Take everything committed before as another writer's: the first commit
+        counts the pending rows, holding the write lock (so no commit of another
+        connection can fall between the count and the daemon's use of it)."""
+        self._data_version = -1
 
 
 def _failed(err: sqlite3.Error, *, begun: bool, wait: bool) -> Outcome:
@@ -597,13 +608,16 @@ def serve(fd: int, path: str, synchronous: str, busy_timeout: float) -> None:
     ``("failed", message)``), then commit each ``(inbox rows, writes)`` batch received
     and answer ``("outcome", its Outcome as a tuple)``, until the socket closes.
 
-    ``others`` is what the store's memory must assume (the last seq of each table and
-    the pending count): a writer process that died may have committed a batch it
-    never answered."""
+    ``others`` holds the last seq of each table (and no pending count): rows the
+    store's memory may not hold, such as those of a batch a writer process that died
+    committed but never answered. Its first commit counts the pending rows, under the
+    write lock: a count taken here could miss, or count twice, a commit of the
+    daemon's writer thread whose outcome the loop has not applied yet."""
     try:
         conn = connect(path, synchronous, busy_timeout)
         writer = Writer(conn)
-        ready = writer.others_wrote()
+        writer.look_at_first_commit()
+        ready = (*writer.last_seqs(), None)
     except sqlite3.Error as err:
         send(fd, ("failed", str(err)))
         return

@@ -6,6 +6,7 @@ writes run, what happens when it dies, and that it never outlives the store."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sqlite3
@@ -14,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from integrator.delivery import sqlite as sqlite_store
@@ -344,3 +346,56 @@ async def eventually_ready(store: SQLiteStore) -> None:
     await eventually(
         lambda: store._process is not None and store._process.ready, "the writer process"
     )
+
+
+def pending_in_the_table(store: SQLiteStore) -> int:
+    with sqlite3.connect(store.path) as conn:
+        return sqlite_writer.count_pending(conn)
+
+
+async def test_auto_counts_pending_rows_right_when_a_thread_commit_is_reported_after_ready(
+    auto_store: SQLiteStore,
+) -> None:
+    store = auto_store
+    await store.enqueue("r", [Message(body=1, id="a")])  # on the thread; starts the process
+    assert store._process is not None and not store._process.ready
+    loop = asyncio.get_running_loop()
+    to_thread = store._to_thread
+
+    def reported_late(batch, finished) -> None:  # type: ignore[no-untyped-def]
+        to_thread(batch, lambda: loop.call_later(0.5, finished))  # after "ready" arrives
+
+    store._to_thread = reported_late  # type: ignore[method-assign]
+    await store.enqueue("r", [Message(body=n, id=f"b{n}") for n in range(50)])
+    store._to_thread = to_thread  # type: ignore[method-assign]
+    assert store._process.ready
+    await store.enqueue("r", [Message(body=1, id="c")])  # the process's first commit
+    assert store.pending() == pending_in_the_table(store) == 52
+
+
+async def test_auto_a_write_while_the_store_closes_fails_as_closed_instead_of_waiting(
+    auto_store: SQLiteStore,
+) -> None:
+    store = auto_store
+    store.BACKLOG_FROM = -10_000  # every batch waits in _later, as under a backlog
+    await store.enqueue("r", [Message(body=1, id="a")])
+    await eventually_ready(store)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(store.close)
+        await anyio.lowlevel.checkpoint()  # close is under way
+        with anyio.fail_after(5), pytest.raises(StoreError, match="closed"):
+            await store.enqueue("r", [Message(body=1, id="late")])
+
+
+async def test_auto_a_writer_process_that_cannot_be_started_leaves_the_thread_committing(
+    auto_store: SQLiteStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(self: object) -> None:
+        raise RuntimeError("no add_reader on this loop")
+
+    monkeypatch.setattr(sqlite_store._WriterProcess, "launch", broken)
+    with anyio.fail_after(5):
+        for n in range(3):
+            await auto_store.enqueue("r", [Message(body=n)])
+    assert auto_store._process is None and auto_store.pending() == 3
+    assert "judging the" in caplog.text
