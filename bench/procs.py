@@ -64,20 +64,38 @@ def cpu_seconds(pid: int, *, main_thread: bool = False) -> float:
 
 
 def children(pid: int) -> list[int]:
-    """The child processes of ``pid``: the store's writer process, with
-    ``commit_on = "process"``, is part of the daemon's cost."""
+    """The child processes of ``pid``: the store's writer process (``commit_on`` =
+    "auto" under load, or "process") is part of the daemon's cost."""
     found: list[int] = []
     try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            found += [int(child) for child in (task / "children").read_text().split()]
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except (FileNotFoundError, ProcessLookupError):
         return found
+    for task in tasks:
+        try:
+            found += [int(child) for child in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):  # a thread that ended meanwhile
+            continue
     return found
 
 
+def reaped_children_cpu_seconds(pid: int) -> float:
+    """cutime + cstime of ``pid``: the CPU of its children that ended and were waited
+    for (a writer process retired during a measurement)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[13]) + int(fields[14])) / CLK_TCK
+
+
 def family_cpu_seconds(pid: int) -> dict[int, float]:
-    """CPU seconds of ``pid`` and of each of its children, by pid."""
-    return {member: cpu_seconds(member) for member in [pid, *children(pid)]}
+    """CPU seconds of ``pid``, of each of its running children (by pid) and, under
+    the key -1, of its children that have ended."""
+    family = {member: cpu_seconds(member) for member in [pid, *children(pid)]}
+    family[-1] = reaped_children_cpu_seconds(pid)
+    return family
 
 
 def family_rss_kb(pid: int) -> int:
@@ -159,10 +177,9 @@ class UsageMeter:
     def __exit__(self, *exc: object) -> None:
         self.result = Usage(
             seconds=time.perf_counter() - self._t0,
-            cpu=sum(
-                cpu - self._cpu0.get(member, 0.0)
-                for member, cpu in family_cpu_seconds(self.pid).items()
-            ),
+            # Totals, not per pid: a child that ended in the window moved its CPU
+            # from its own entry to the parent's reaped children's.
+            cpu=sum(family_cpu_seconds(self.pid).values()) - sum(self._cpu0.values()),
             rss_peak_mb=0.0,
             hwm_mb=status_kb(self.pid, "VmHWM") / 1024,
             wakeups=context_switches(self.pid) - self._ctx0,

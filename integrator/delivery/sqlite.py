@@ -492,7 +492,12 @@ class _WriterProcess:
             self._start_failed(f"{reason}; {status}", sqlite_said=sqlite_said)
             return
         message = f"the store's writer process failed ({reason}; {status})"
-        log.error("store %s: %s: the next write starts another", self._store.path, message)
+        then = (
+            "the writer thread takes the commits"
+            if self._store.options.commit_on == "auto"
+            else "the next write starts another"
+        )
+        log.error("store %s: %s: %s", self._store.path, message, then)
         if self._waiting is not None:
             self._fail_waiting(
                 f"{message}; the batch was not committed, or its answer was lost: the"

@@ -58,24 +58,21 @@ async def process_store(tmp_path: Path):
 
 def _watch_commits(store: SQLiteStore, seen: Any) -> None:
     """Call ``seen(batch)`` as each batch goes to be committed, wherever ``commit_on``
-    commits it."""
-    process = store._process
-    if process is not None:
-        submit = process.submit
-
-        def submitting(batch, finished) -> None:  # type: ignore[no-untyped-def]
-            seen(batch)
-            submit(batch, finished)
-
-        process.submit = submitting  # type: ignore[method-assign]
-        return
-    commit = store._commit
+    commits it: in this process (``_commit``), or handed to a writer process
+    (``_submit``; with ``"auto"`` a process may start later)."""
+    commit, submit = store._commit, store._submit
 
     def committing(batch, **kw) -> bool:  # type: ignore[no-untyped-def]
         seen(batch)
         return commit(batch, **kw)
 
+    def submitting(batch) -> None:  # type: ignore[no-untyped-def]
+        if store._process is not None:  # else it goes on to _commit, seen there
+            seen(batch)
+        submit(batch)
+
     store._commit = committing  # type: ignore[method-assign]
+    store._submit = submitting  # type: ignore[method-assign]
 
 
 @pytest.fixture

@@ -327,17 +327,28 @@ async def test_auto_after_its_writer_process_dies_commits_go_back_to_the_thread(
     assert [i.message.id for i in await store.inbox_after("r", 0, 10)] == ["a", "b"]
 
 
-async def test_auto_starts_no_process_while_commits_leave_the_thread_mostly_idle(
+async def test_auto_starts_the_writer_process_only_after_busy_enough_windows(
     tmp_path: Path,
 ) -> None:
     store = SQLiteStore(SQLiteOptions(commit_on="auto"), tmp_path)
-    store.AUTO_WINDOW, store.AUTO_BUSY_SECONDS = 0.05, 1
     await store.open()
     try:
-        for n in range(8):  # one commit every 50 ms: the thread is busy a few % of it
-            await store.enqueue("r", [Message(body=n)])
-            await anyio.sleep(0.05)
-        assert store._process is None
+
+        def window(busy: float) -> None:
+            """A second just ended in which commits were in flight ``busy`` of it."""
+            store._window = (time.monotonic() - 1.0, store._busy_total)
+            store._busy_total += busy
+            store._judge_window()
+
+        window(0.3)
+        window(0.3)
+        assert store._process is None  # mostly idle
+        window(0.6)
+        window(0.3)
+        window(0.6)
+        assert store._process is None  # busy, but not two seconds in a row
+        window(0.6)
+        assert store._process is not None
     finally:
         await store.close()
 
@@ -362,8 +373,14 @@ async def test_auto_counts_pending_rows_right_when_a_thread_commit_is_reported_a
     loop = asyncio.get_running_loop()
     to_thread = store._to_thread
 
+    def when_ready(finished) -> None:  # type: ignore[no-untyped-def]
+        if store._process is not None and store._process.ready:
+            finished()
+        else:
+            loop.call_later(0.01, when_ready, finished)
+
     def reported_late(batch, finished) -> None:  # type: ignore[no-untyped-def]
-        to_thread(batch, lambda: loop.call_later(0.5, finished))  # after "ready" arrives
+        to_thread(batch, lambda: when_ready(finished))  # the loop hears of it after "ready"
 
     store._to_thread = reported_late  # type: ignore[method-assign]
     await store.enqueue("r", [Message(body=n, id=f"b{n}") for n in range(50)])
