@@ -628,9 +628,10 @@ class SQLiteStore(Store):
     #: ``commit_on = "auto"``: when commits kept the writer thread busy (a commit in
     #: flight) for at least ``AUTO_BUSY`` of each of ``AUTO_BUSY_SECONDS`` seconds in a
     #: row, the writer process starts, and takes the commits once it is ready. It ends
-    #: when its commits were in flight less than ``AUTO_QUIET`` of the last
-    #: ``AUTO_QUIET_SECONDS``. So a quiet daemon keeps one process (no 13 MB for an
-    #: idle writer), and a busy one gets the writer process's throughput.
+    #: after ``AUTO_QUIET_SECONDS`` without a second in which its commits were in
+    #: flight for ``AUTO_QUIET`` of it. So a quiet daemon keeps one process (no 13 MB
+    #: for an idle writer), a busy one gets the writer process's throughput, and one
+    #: busy in bursts less than a minute apart keeps it between them.
     AUTO_BUSY = 0.5
     AUTO_BUSY_SECONDS = 2
     AUTO_WINDOW = 1.0  # seconds: how long each judged window of the writer thread lasts
@@ -661,7 +662,7 @@ class SQLiteStore(Store):
         self._window = (0.0, 0.0)  # (start, busy_total then)
         self._busy_windows = 0
         self._quiet_timer: asyncio.TimerHandle | None = None
-        self._quiet_since = 0.0  # busy_total when the quiet check last looked
+        self._busy_at = 0.0  # monotonic: the writer process's last busy second
         self._reap_timer: asyncio.TimerHandle | None = None
         self._no_launch_until = 0.0  # monotonic
         self._batch = _Batch()  # the open batch: writes join it until its commit starts
@@ -881,16 +882,21 @@ class SQLiteStore(Store):
         return partial(self._finished, batch, follow_ups)
 
     def _judge_window(self) -> None:
-        """``commit_on = "auto"``, on the loop after each commit on the writer thread:
-        start the writer process once commits have kept the thread busy long enough
-        (see AUTO_BUSY)."""
+        """``commit_on = "auto"``, on the loop after each commit: judge each second of
+        commits. On the writer thread, start the writer process once enough seconds
+        in a row were busy (AUTO_BUSY); in the writer process, note a busy second
+        (AUTO_QUIET), which keeps it running."""
         now = time.monotonic()
         start, busy_then = self._window
         if now - start < self.AUTO_WINDOW:
             return
         busy = (self._busy_total - busy_then) / max(now - start, 1e-9)
-        self._busy_windows = self._busy_windows + 1 if busy >= self.AUTO_BUSY else 0
         self._window = (now, self._busy_total)
+        if self._process is not None:
+            if busy >= self.AUTO_QUIET:
+                self._busy_at = now
+            return
+        self._busy_windows = self._busy_windows + 1 if busy >= self.AUTO_BUSY else 0
         if self._busy_windows < self.AUTO_BUSY_SECONDS or now < self._no_launch_until:
             return
         self._busy_windows = 0
@@ -915,20 +921,19 @@ class SQLiteStore(Store):
             busy * 100,
         )
         self._process = process
-        self._quiet_since = self._busy_total
+        self._busy_at = now
         self._quiet_timer = self._loop.call_later(self.AUTO_QUIET_SECONDS, self._judge_quiet)
 
     def _judge_quiet(self) -> None:
-        """``commit_on = "auto"``, every AUTO_QUIET_SECONDS while the writer process
-        runs: end it when its commits were quiet (back to the writer thread), or when
+        """``commit_on = "auto"``, while the writer process runs: end it after
+        AUTO_QUIET_SECONDS without a busy second (back to the writer thread), or when
         it has not even started by then."""
         assert self._loop is not None
         self._quiet_timer = None
         process = self._process
         if process is None:
             return
-        busy = (self._busy_total - self._quiet_since) / self.AUTO_QUIET_SECONDS
-        self._quiet_since = self._busy_total
+        quiet_for = time.monotonic() - self._busy_at
         if not process.ready:
             log.warning(
                 "store %s: the writer process did not start within %.0f s: the writer"
@@ -937,15 +942,15 @@ class SQLiteStore(Store):
                 self.AUTO_QUIET_SECONDS,
             )
             self._retire_process(failed=True)
-        elif busy >= self.AUTO_QUIET or self._in_flight is not None:
-            self._quiet_timer = self._loop.call_later(self.AUTO_QUIET_SECONDS, self._judge_quiet)
+        elif quiet_for < self.AUTO_QUIET_SECONDS or self._in_flight is not None:
+            wait = max(self.AUTO_QUIET_SECONDS - quiet_for, 1.0)
+            self._quiet_timer = self._loop.call_later(wait, self._judge_quiet)
         else:
             log.info(
-                "store %s: commits quiet (%.1f %% of the last %.0f s): the writer thread"
-                " takes them again",
+                "store %s: no busy second of commits in the last %.0f s: the writer"
+                " thread takes them again",
                 self.path,
-                busy * 100,
-                self.AUTO_QUIET_SECONDS,
+                quiet_for,
             )
             self._retire_process()
 
@@ -1052,13 +1057,11 @@ class SQLiteStore(Store):
         if self.options.commit_on == "auto":
             self._busy_total += time.monotonic() - self._flight_started
         try:
-            if self.options.commit_on == "auto" and self._process is None:
+            if self.options.commit_on == "auto":
                 try:
                     self._judge_window()
                 except Exception:  # a bug in judging: the commit stands, the thread goes on
-                    log.error(
-                        "store %s: judging the writer thread's load", self.path, exc_info=True
-                    )
+                    log.error("store %s: judging the store's load", self.path, exc_info=True)
             if batch.error is None:
                 if self._checkpointer is not None:
                     self._checkpointer.wanted()

@@ -302,7 +302,8 @@ async def test_auto_gives_the_commits_back_to_the_thread_when_quiet(
     await eventually_ready(store)
     await store.enqueue("r", [Message(body=1, id="b")])  # in the process
     process = store._process._process  # type: ignore[union-attr]
-    store.AUTO_QUIET, store.AUTO_BUSY = 1.0, 2.0  # quiet now, and never busy again
+    store.AUTO_BUSY = 2.0  # never busy again
+    store._busy_at = time.monotonic() - store.AUTO_QUIET_SECONDS  # a quiet minute
     store._judge_quiet()
     assert store._process is None
     in_daemon = count_commits_in_the_daemon(store)
@@ -311,6 +312,21 @@ async def test_auto_gives_the_commits_back_to_the_thread_when_quiet(
     assert [i.message.id for i in await store.inbox_after("r", 0, 10)] == ["a", "b", "c"]
     assert store.pending() == 3
     assert process is not None and process.wait(timeout=5) == 0  # ended at its socket's end
+
+
+async def test_auto_keeps_the_writer_process_through_a_pause_shorter_than_a_minute(
+    auto_store: SQLiteStore,
+) -> None:
+    store = auto_store
+    await store.enqueue("r", [Message(body=1, id="a")])
+    await eventually_ready(store)
+    store._busy_at = time.monotonic() - 1000  # started long ago
+    store._window = (time.monotonic() - 1.0, store._busy_total)
+    store._busy_total += 0.2  # a second with commits in flight for a fifth of it
+    store._judge_window()
+    store._busy_at -= store.AUTO_QUIET_SECONDS - 10  # that second was 50 s ago
+    store._judge_quiet()
+    assert store._process is not None and store._quiet_timer is not None
 
 
 async def test_auto_after_its_writer_process_dies_commits_go_back_to_the_thread(
@@ -415,4 +431,4 @@ async def test_auto_a_writer_process_that_cannot_be_started_leaves_the_thread_co
         for n in range(3):
             await auto_store.enqueue("r", [Message(body=n)])
     assert auto_store._process is None and auto_store.pending() == 3
-    assert "judging the" in caplog.text
+    assert "judging the store" in caplog.text
