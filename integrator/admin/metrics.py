@@ -9,6 +9,7 @@ so the engine pays nothing per message for being measured.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -38,13 +39,29 @@ BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 def build_registry(daemon: Daemon, sampler: Sampler) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DaemonCollector(daemon, sampler))
-    ProcessCollector(registry=registry)
+    ProcfsProcessCollector(registry=registry)
     # The store's writer process (commit_on = "auto" under load, or "process"): the
     # same figures, as integrator_store_writer_process_*, while it runs.
-    ProcessCollector(
+    ProcfsProcessCollector(
         namespace="integrator_store_writer", pid=lambda: _store_helper(daemon), registry=registry
     )
     return registry
+
+
+class ProcfsProcessCollector(ProcessCollector):
+    """``process_*`` metrics that need only the process's own ``/proc/<pid>`` files.
+
+    Why: prometheus_client reads the boot time from ``/proc/stat`` and reports
+    nothing at all without it, and the systemd unit's ``ProcSubset=pid`` hides that
+    file. The boot time is also the wall clock less the time since boot.
+    """
+
+    def _boot_time(self) -> float:
+        try:
+            boot_time: float = super()._boot_time()
+            return boot_time
+        except OSError:
+            return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 def _store_helper(daemon: Daemon) -> int | str:

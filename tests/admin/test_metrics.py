@@ -7,8 +7,10 @@ from pathlib import Path
 
 import anyio
 import pytest
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
+from integrator.admin.metrics import ProcfsProcessCollector
 from integrator.engine.stats import ops_stats
 from tests.admin.admin_support import ADMIN, Components, call, quick_stop
 
@@ -204,3 +206,22 @@ async def test_without_a_writer_process_there_are_no_writer_metrics(
         await d.wait_delivered("ticks", 4)
         samples = await scrape(d)
     assert not [name for name, _ in samples if name.startswith("integrator_store_writer")]
+
+
+def test_process_metrics_need_only_the_process_own_proc_files(tmp_path: Path) -> None:
+    """Under the systemd unit's ProcSubset=pid, /proc/stat is hidden: the process
+    metrics must not disappear with it."""
+    proc = tmp_path / "proc"  # a /proc with the process's files and nothing else
+    (proc / "self").mkdir(parents=True)
+    (proc / "self" / "stat").write_bytes(Path("/proc/self/stat").read_bytes())
+    registry = CollectorRegistry(auto_describe=False)
+    ProcfsProcessCollector(proc=str(proc), registry=registry)
+    assert registry.get_sample_value("process_cpu_seconds_total") is not None
+    start = registry.get_sample_value("process_start_time_seconds")
+    real = CollectorRegistry(auto_describe=False)
+    ProcessCollector(registry=real)  # with the real /proc/stat, for the oracle
+    real_start = real.get_sample_value("process_start_time_seconds")
+    assert start is not None and real_start is not None and abs(start - real_start) < 2
+    plain = CollectorRegistry(auto_describe=False)
+    ProcessCollector(proc=str(proc), registry=plain)  # the library's own: nothing
+    assert plain.get_sample_value("process_cpu_seconds_total") is None
