@@ -354,10 +354,7 @@ class _WriterProcess:
         """End the process with no batch in hand (``commit_on = "auto"``, quiet again):
         it stops at the end of its socket, and is reaped by ``stop``."""
         assert self._waiting is None, "a batch is in the process's hands"
-        sock, self._sock, self._ready = self._sock, None, False
-        if sock is not None:
-            self._loop.remove_reader(sock.fileno())
-            sock.close()
+        self._close_socket()
         if self._process is not None:
             self._ending.append(self._process)
             self._process = None
@@ -536,10 +533,7 @@ class _WriterProcess:
 
     def _ended(self) -> str:
         """Forget the socket and the process (reaped later if still ending); how it ended."""
-        sock, self._sock, self._ready = self._sock, None, False
-        if sock is not None:
-            self._loop.remove_reader(sock.fileno())
-            sock.close()
+        self._close_socket()
         process, self._process = self._process, None
         if process is None:
             return "not started"
@@ -551,6 +545,13 @@ class _WriterProcess:
             return "killed by the store"
         return f"killed by signal {-code}" if code < 0 else f"exit status {code}"
 
+    def _close_socket(self) -> None:
+        """Stop reading from the process and close our end (it ends at the end of its)."""
+        sock, self._sock, self._ready = self._sock, None, False
+        if sock is not None:
+            self._loop.remove_reader(sock.fileno())
+            sock.close()
+
     def _reap(self) -> None:
         self._ending = [process for process in self._ending if process.poll() is None]
 
@@ -561,10 +562,7 @@ class _WriterProcess:
 
     async def stop(self) -> None:
         """End the process after its last commit: it stops at the end of its socket."""
-        sock, self._sock = self._sock, None
-        if sock is not None:
-            self._loop.remove_reader(sock.fileno())
-            sock.close()
+        self._close_socket()
         with anyio.CancelScope(shield=True):  # never leave a zombie behind
             while self._process is not None or self._ending:
                 process = self._process or self._ending[-1]

@@ -183,16 +183,18 @@ async def test_each_daemon_has_its_own_registry(run_route, tmp_path: Path) -> No
     assert samples[("integrator_messages_received_total", (("route", "ticks"),))] == 4
 
 
-def store_on(commit_on: str, out: Path) -> str:
-    return f'[store.options]\ncommit_on = "{commit_on}"\n' + routes(out)
+async def scrape_with_store(run_route, tmp_path: Path, commit_on: str):  # type: ignore[no-untyped-def]
+    """A scrape of a daemon whose store commits as ``commit_on`` says, once it ran."""
+    config = f'[store.options]\ncommit_on = "{commit_on}"\n' + routes(tmp_path / "out.jsonl")
+    async with run_route(config, Components()) as d:
+        await d.wait_delivered("ticks", 4)
+        return await scrape(d)
 
 
 async def test_the_store_writer_process_reports_its_own_cpu_and_memory(
     run_route, tmp_path: Path
 ) -> None:
-    async with run_route(store_on("process", tmp_path / "out.jsonl"), Components()) as d:
-        await d.wait_delivered("ticks", 4)
-        samples = await scrape(d)
+    samples = await scrape_with_store(run_route, tmp_path, "process")
     rss = samples[("integrator_store_writer_process_resident_memory_bytes", ())]
     assert 1_000_000 < rss < 100_000_000
     assert rss != samples[("process_resident_memory_bytes", ())]  # not the daemon's
@@ -202,9 +204,7 @@ async def test_the_store_writer_process_reports_its_own_cpu_and_memory(
 async def test_without_a_writer_process_there_are_no_writer_metrics(
     run_route, tmp_path: Path
 ) -> None:
-    async with run_route(store_on("thread", tmp_path / "out.jsonl"), Components()) as d:
-        await d.wait_delivered("ticks", 4)
-        samples = await scrape(d)
+    samples = await scrape_with_store(run_route, tmp_path, "thread")
     assert not [name for name, _ in samples if name.startswith("integrator_store_writer")]
 
 

@@ -298,8 +298,7 @@ async def test_auto_gives_the_commits_back_to_the_thread_when_quiet(
     auto_store: SQLiteStore,
 ) -> None:
     store = auto_store
-    await store.enqueue("r", [Message(body=1, id="a")])
-    await eventually_ready(store)
+    await switch_to_the_process(store)
     await store.enqueue("r", [Message(body=1, id="b")])  # in the process
     process = store._process._process  # type: ignore[union-attr]
     store.AUTO_BUSY = 2.0  # never busy again
@@ -318,8 +317,7 @@ async def test_auto_keeps_the_writer_process_through_a_pause_shorter_than_a_minu
     auto_store: SQLiteStore,
 ) -> None:
     store = auto_store
-    await store.enqueue("r", [Message(body=1, id="a")])
-    await eventually_ready(store)
+    await switch_to_the_process(store)
     store._busy_at = time.monotonic() - 1000  # started long ago
     store._window = (time.monotonic() - 1.0, store._busy_total)
     store._busy_total += 0.2  # a second with commits in flight for a fifth of it
@@ -333,8 +331,7 @@ async def test_auto_after_its_writer_process_dies_commits_go_back_to_the_thread(
     auto_store: SQLiteStore,
 ) -> None:
     store = auto_store
-    await store.enqueue("r", [Message(body=1, id="a")])
-    await eventually_ready(store)
+    await switch_to_the_process(store)
     store.AUTO_BUSY = 2.0  # never busy again: the thread keeps the commits
     os.kill(writer_pid(store), signal.SIGKILL)
     await anyio.sleep(0.2)  # the loop sees its socket close
@@ -367,6 +364,13 @@ async def test_auto_starts_the_writer_process_only_after_busy_enough_windows(
         assert store._process is not None
     finally:
         await store.close()
+
+
+async def switch_to_the_process(store: SQLiteStore) -> None:
+    """An "auto" store that judges every commit: commit message "a" on the writer
+    thread, which starts the writer process, and wait until it takes the commits."""
+    await store.enqueue("r", [Message(body=1, id="a")])
+    await eventually_ready(store)
 
 
 async def eventually_ready(store: SQLiteStore) -> None:
@@ -411,8 +415,7 @@ async def test_auto_a_write_while_the_store_closes_fails_as_closed_instead_of_wa
 ) -> None:
     store = auto_store
     store.BACKLOG_FROM = -10_000  # every batch waits in _later, as under a backlog
-    await store.enqueue("r", [Message(body=1, id="a")])
-    await eventually_ready(store)
+    await switch_to_the_process(store)
     async with anyio.create_task_group() as tg:
         tg.start_soon(store.close)
         await anyio.lowlevel.checkpoint()  # close is under way
